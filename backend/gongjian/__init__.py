@@ -1,0 +1,1 @@
+"""Gongjian (共建): the regional party building platform."""

@@ -1,0 +1,239 @@
+"""Logins, token rotation, lockout and API clients."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gongjian.auth.models import ApiClient, LoginFailure, RefreshToken, RoleAssignment, User
+from gongjian.core import audit
+from gongjian.core.access import CLIENT_SCOPES, ROLE_PERMISSIONS, Grant, Perm, Principal, Role
+from gongjian.core.config import get_settings
+from gongjian.core.db import utcnow
+from gongjian.core.errors import ProblemError
+from gongjian.core.security import (
+    create_access_token,
+    hash_password,
+    new_token,
+    pii_lookup_hash,
+    sha256_hex,
+    verify_password,
+)
+from gongjian.organizations.models import Organization
+
+
+class TokenPair:
+    def __init__(self, access_token: str, expires_in: int, refresh_token: str | None) -> None:
+        self.access_token = access_token
+        self.expires_in = expires_in
+        self.refresh_token = refresh_token
+
+
+async def find_user_by_login(session: AsyncSession, login: str) -> User | None:
+    login = login.strip()
+    stmt = select(User).where(User.username == login)
+    user = (await session.execute(stmt)).scalar_one_or_none()
+    if user is None and login.isdigit():
+        stmt = select(User).where(User.phone_hash == pii_lookup_hash(login))
+        user = (await session.execute(stmt)).scalar_one_or_none()
+    return user
+
+
+async def _check_lockout(session: AsyncSession, user: User) -> None:
+    settings = get_settings()
+    window_start = utcnow() - timedelta(seconds=settings.login_lockout_seconds)
+    stmt = select(func.count(), func.min(LoginFailure.at)).where(
+        LoginFailure.user_id == user.id, LoginFailure.at > window_start
+    )
+    count, oldest = (await session.execute(stmt)).one()
+    if count >= settings.login_max_failures and oldest is not None:
+        remaining = oldest + timedelta(seconds=settings.login_lockout_seconds) - utcnow()
+        minutes = max(1, int(remaining.total_seconds() // 60) + 1)
+        raise ProblemError(
+            "account_locked", minutes=minutes, headers={"Retry-After": str(int(remaining.total_seconds()) + 1)}
+        )
+
+
+async def authenticate(session: AsyncSession, login: str, password: str) -> User:
+    """Check a password login. Failures are recorded in their own committed write, so the
+    request's rollback on the 401 does not erase them."""
+    user = await find_user_by_login(session, login)
+    if user is None:
+        verify_password(password, None)
+        raise ProblemError("invalid_credentials")
+    await _check_lockout(session, user)
+    if not verify_password(password, user.password_hash):
+        session.add(LoginFailure(user_id=user.id, at=utcnow()))
+        await session.commit()
+        await _check_lockout(session, user)
+        raise ProblemError("invalid_credentials")
+    if not user.is_active:
+        raise ProblemError("account_disabled")
+    await session.execute(delete(LoginFailure).where(LoginFailure.user_id == user.id))
+    user.last_login_at = utcnow()
+    return user
+
+
+async def load_grants(session: AsyncSession, user_id: uuid.UUID) -> list[Grant]:
+    stmt = (
+        select(RoleAssignment, Organization.path)
+        .outerjoin(Organization, Organization.id == RoleAssignment.org_id)
+        .where(RoleAssignment.user_id == user_id)
+    )
+    grants = []
+    for assignment, path in (await session.execute(stmt)).all():
+        role = Role(assignment.role)
+        grants.append(
+            Grant(
+                role=role,
+                org_id=assignment.org_id,
+                org_path=path,
+                unit_id=assignment.unit_id,
+                perms=ROLE_PERMISSIONS[role],
+            )
+        )
+    return grants
+
+
+async def issue_tokens(session: AsyncSession, user: User, family_id: uuid.UUID | None = None) -> TokenPair:
+    grants = await load_grants(session, user.id)
+    roles = sorted({g.role.value for g in grants})
+    access, expires_in = create_access_token(subject=str(user.id), kind="user", roles=roles)
+    refresh = new_token()
+    session.add(
+        RefreshToken(
+            user_id=user.id,
+            family_id=family_id or uuid.uuid4(),
+            token_hash=sha256_hex(refresh),
+            expires_at=utcnow() + timedelta(seconds=get_settings().refresh_token_ttl_seconds),
+        )
+    )
+    return TokenPair(access, expires_in, refresh)
+
+
+async def revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+async def rotate_refresh_token(session: AsyncSession, refresh_token: str) -> TokenPair:
+    """Exchange a refresh token for a new pair. A token presented twice means it leaked:
+    the whole family is revoked (committed even though this request fails)."""
+    stmt = (
+        select(RefreshToken)
+        .where(RefreshToken.token_hash == sha256_hex(refresh_token))
+        .with_for_update()
+    )
+    token = (await session.execute(stmt)).scalar_one_or_none()
+    if token is None or token.revoked_at is not None or token.expires_at < utcnow():
+        raise ProblemError("invalid_grant")
+    if token.used_at is not None:
+        await revoke_family(session, token.family_id)
+        await session.commit()
+        raise ProblemError("invalid_grant")
+    user = await session.get(User, token.user_id)
+    if user is None or not user.is_active:
+        raise ProblemError("invalid_grant")
+    token.used_at = utcnow()
+    return await issue_tokens(session, user, family_id=token.family_id)
+
+
+async def logout(session: AsyncSession, principal: Principal, refresh_token: str | None) -> None:
+    if refresh_token:
+        token = (
+            await session.execute(
+                select(RefreshToken).where(RefreshToken.token_hash == sha256_hex(refresh_token))
+            )
+        ).scalar_one_or_none()
+        if token is not None and token.user_id == principal.id:
+            await revoke_family(session, token.family_id)
+            return
+    # Without a token in hand, log out everywhere.
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == principal.id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+async def authenticate_client(session: AsyncSession, client_id: str, secret: str) -> ApiClient:
+    client = (
+        await session.execute(select(ApiClient).where(ApiClient.client_id == client_id))
+    ).scalar_one_or_none()
+    if client is None:
+        verify_password(secret, None)
+        raise ProblemError("invalid_client")
+    if not verify_password(secret, client.secret_hash) or client.revoked_at is not None:
+        raise ProblemError("invalid_client")
+    client.last_used_at = utcnow()
+    return client
+
+
+def issue_client_token(client: ApiClient, requested: list[str] | None) -> TokenPair:
+    scopes = list(client.scopes) if not requested else [s for s in requested if s in client.scopes]
+    access, expires_in = create_access_token(
+        subject=str(client.id), kind="client", roles=[], scopes=scopes
+    )
+    return TokenPair(access, expires_in, None)
+
+
+async def load_principal(session: AsyncSession, claims: dict[str, object]) -> Principal:
+    kind = claims.get("kind", "user")
+    try:
+        subject = uuid.UUID(str(claims["sub"]))
+    except (KeyError, ValueError) as exc:
+        raise ProblemError("invalid_token") from exc
+    if kind == "client":
+        row = (
+            await session.execute(
+                select(ApiClient, Organization.path)
+                .join(Organization, Organization.id == ApiClient.org_id)
+                .where(ApiClient.id == subject, ApiClient.revoked_at.is_(None))
+            )
+        ).one_or_none()
+        if row is None:
+            raise ProblemError("invalid_token")
+        client, path = row
+        token_scopes = str(claims.get("scope", "")).split()
+        perms = frozenset(Perm(s) for s in token_scopes if s in client.scopes and s in CLIENT_SCOPES)
+        grant = Grant(role=Role.org_staff, org_id=client.org_id, org_path=path, perms=perms)
+        return Principal(kind="client", id=client.id, name=client.name, grants=[grant])
+    user = await session.get(User, subject)
+    if user is None or not user.is_active:
+        raise ProblemError("invalid_token")
+    return Principal(kind="user", id=user.id, name=user.username, grants=await load_grants(session, user.id))
+
+
+async def create_api_client(
+    session: AsyncSession, principal: Principal, *, name: str, scopes: list[str], org_id: uuid.UUID
+) -> tuple[ApiClient, str]:
+    secret = new_token(32)
+    client = ApiClient(
+        name=name,
+        client_id="gjc_" + new_token(12),
+        secret_hash=hash_password(secret),
+        scopes=sorted(set(scopes)),
+        org_id=org_id,
+        created_by=principal.user_id,
+    )
+    session.add(client)
+    await session.flush()
+    await audit.record(
+        session, principal, "api_client.create", "api_client", client.id, org_id=org_id,
+        after={"name": name, "scopes": client.scopes},
+    )
+    return client, secret
+
+
+async def revoke_api_client(session: AsyncSession, principal: Principal, client: ApiClient) -> None:
+    if client.revoked_at is None:
+        client.revoked_at = utcnow()
+        await audit.record(
+            session, principal, "api_client.revoke", "api_client", client.id, org_id=client.org_id
+        )

@@ -1,0 +1,29 @@
+"""The embedded PostgreSQL (pgserver) used when no DATABASE_URL is given."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("gongjian.embedded")
+
+_servers: dict[Path, Any] = {}
+
+
+def start_embedded(data_dir: Path, database: str = "gongjian") -> str:
+    """Start (or reuse) a PostgreSQL under data_dir/pg and return an asyncpg URL for `database`."""
+    import pgserver  # imported here: only the embedded mode needs it
+
+    pgdata = (data_dir / "pg").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = _servers.get(pgdata)
+    if server is None:
+        log.info("starting embedded PostgreSQL in %s", pgdata)
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        _servers[pgdata] = server
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    if "1 row" not in exists:
+        server.psql(f'CREATE DATABASE "{database}";')
+    socket_dir = pgdata
+    return f"postgresql+asyncpg://postgres@/{database}?host={socket_dir}"

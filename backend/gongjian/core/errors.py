@@ -1,0 +1,291 @@
+"""Every error the API answers, as RFC 9457 problem+json with a stable code.
+
+Services raise `ProblemError(code, **params)`; the code picks the HTTP status and
+the message (Chinese by default, English with `Accept-Language: en`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("gongjian.errors")
+
+PROBLEM_TYPE_BASE = "https://gongjian.example/problems/"
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    status: int
+    zh: str
+    en: str
+
+
+ERRORS: dict[str, ErrorSpec] = {
+    # 400 / 422: the request itself is wrong
+    "validation_error": ErrorSpec(422, "请求参数有误", "The request is invalid"),
+    "malformed_request": ErrorSpec(400, "请求格式错误", "The request is malformed"),
+    "invalid_cursor": ErrorSpec(400, "分页游标无效", "The pagination cursor is invalid"),
+    "invalid_geometry": ErrorSpec(422, "地理边界无效：{reason}", "Invalid boundary: {reason}"),
+    "invalid_credit_code": ErrorSpec(
+        422, "统一社会信用代码无效", "Invalid unified social credit code"
+    ),
+    "invalid_id_number": ErrorSpec(422, "身份证号码无效", "Invalid ID number"),
+    "weak_password": ErrorSpec(
+        422,
+        "密码至少8位，且包含大写字母、小写字母、数字、符号中的至少三类",
+        "Password must be 8+ characters and use at least 3 of: upper case, lower case, digits, symbols",
+    ),
+    # 401 / 403: who is asking
+    "not_authenticated": ErrorSpec(401, "未登录或登录已过期", "Not authenticated"),
+    "invalid_token": ErrorSpec(401, "令牌无效或已过期", "The token is invalid or expired"),
+    "invalid_credentials": ErrorSpec(401, "用户名或密码错误", "Wrong username or password"),
+    "invalid_client": ErrorSpec(401, "客户端凭据无效", "Invalid client credentials"),
+    "invalid_grant": ErrorSpec(400, "刷新令牌无效或已失效", "The refresh token is invalid or revoked"),
+    "unsupported_grant_type": ErrorSpec(400, "不支持的授权方式", "Unsupported grant type"),
+    "account_locked": ErrorSpec(
+        423,
+        "登录失败次数过多，账号已锁定，请在{minutes}分钟后重试",
+        "Too many failed logins; the account is locked for {minutes} more minutes",
+    ),
+    "account_disabled": ErrorSpec(403, "账号已停用", "The account is disabled"),
+    "forbidden": ErrorSpec(403, "没有执行此操作的权限", "You are not allowed to do this"),
+    # 404 / 409 / 412: the state of things
+    "not_found": ErrorSpec(404, "{object}不存在", "{object} not found"),
+    "conflict": ErrorSpec(409, "数据冲突：{reason}", "Conflict: {reason}"),
+    "duplicate": ErrorSpec(409, "{object}已存在", "{object} already exists"),
+    "illegal_transition": ErrorSpec(
+        409, "当前状态“{state}”不能执行“{action}”", "Cannot {action} while {state}"
+    ),
+    "move_into_descendant": ErrorSpec(
+        409, "不能把组织移动到它自己或它的下级组织之下", "Cannot move an organization under itself or its descendant"
+    ),
+    "has_children": ErrorSpec(409, "该组织下还有下级组织或数据，不能删除", "The organization still has children"),
+    "invalid_parent": ErrorSpec(
+        422, "上级组织类型“{parent_kind}”下不能建立“{kind}”", "A {kind} cannot sit under a {parent_kind}"
+    ),
+    "precondition_failed": ErrorSpec(
+        412, "数据已被他人修改，请刷新后重试", "The object was changed by someone else; reload and retry"
+    ),
+    "precondition_required": ErrorSpec(
+        428, "更新需要携带 If-Match 请求头", "Updates require an If-Match header"
+    ),
+    "idempotency_in_progress": ErrorSpec(
+        409, "相同的请求正在处理中", "A request with this Idempotency-Key is still being processed"
+    ),
+    "idempotency_mismatch": ErrorSpec(
+        422,
+        "Idempotency-Key 已用于另一个不同的请求",
+        "This Idempotency-Key was used for a different request",
+    ),
+    "payload_too_large": ErrorSpec(413, "请求体过大", "The request body is too large"),
+    "internal_error": ErrorSpec(500, "服务器内部错误", "Internal server error"),
+    "service_unavailable": ErrorSpec(503, "服务暂不可用", "Service unavailable"),
+}
+
+OBJECT_NAMES: dict[str, tuple[str, str]] = {
+    "organization": ("党组织", "Organization"),
+    "resident_unit": ("驻区单位", "Resident unit"),
+    "grid_cell": ("网格", "Grid cell"),
+    "building": ("楼栋", "Building"),
+    "member": ("党员", "Member"),
+    "reporting": ("报到记录", "Reporting"),
+    "user": ("用户", "User"),
+    "api_client": ("API 客户端", "API client"),
+    "committee_member": ("兼职委员", "Committee member"),
+    "role_assignment": ("角色授权", "Role assignment"),
+    "object": ("对象", "Object"),
+}
+
+
+class ProblemError(Exception):
+    """Raised anywhere below a router; turned into problem+json by the handler."""
+
+    def __init__(
+        self,
+        code: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **params: Any,
+    ) -> None:
+        if code not in ERRORS:
+            raise ValueError(f"unknown error code {code}")
+        self.code = code
+        self.params = params
+        self.errors = errors
+        self.headers = headers
+        super().__init__(code)
+
+    @property
+    def status(self) -> int:
+        return ERRORS[self.code].status
+
+
+def not_found(obj: str = "object") -> ProblemError:
+    return ProblemError("not_found", object=obj)
+
+
+def illegal_transition(state: str, action: str) -> ProblemError:
+    return ProblemError("illegal_transition", state=state, action=action)
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = Field(examples=[PROBLEM_TYPE_BASE + "not_found"])
+    title: str
+    status: int
+    code: str = Field(description="Stable machine-readable error code")
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = Field(default=None, description="Field-level errors")
+
+
+def wants_english(request: Request) -> bool:
+    lang = request.headers.get("accept-language", "")
+    return lang.strip().lower().startswith("en")
+
+
+def _localize_params(params: dict[str, Any], english: bool) -> dict[str, Any]:
+    out = dict(params)
+    if "object" in out and out["object"] in OBJECT_NAMES:
+        out["object"] = OBJECT_NAMES[out["object"]][1 if english else 0]
+    return out
+
+
+def problem_response(
+    request: Request,
+    code: str,
+    *,
+    params: dict[str, Any] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    spec = ERRORS[code]
+    english = wants_english(request)
+    template = spec.en if english else spec.zh
+    try:
+        detail = template.format(**_localize_params(params or {}, english))
+    except (KeyError, IndexError):
+        detail = template
+    body = Problem(
+        type=PROBLEM_TYPE_BASE + code,
+        title=spec.en,
+        status=spec.status,
+        code=code,
+        detail=detail,
+        instance=request.url.path,
+        request_id=getattr(request.state, "request_id", None),
+        errors=errors,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=spec.status,
+        media_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def _clean_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        out.append(
+            {
+                "loc": [str(p) for p in err.get("loc", ())],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
+    return out
+
+
+_HTTP_CODES = {
+    400: "malformed_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "malformed_request",
+    409: "conflict",
+    412: "precondition_failed",
+    413: "payload_too_large",
+    503: "service_unavailable",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(
+            request, exc.code, params=exc.params, errors=exc.errors, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _clean_validation_errors(exc)
+        code = "malformed_request" if any(e["type"] == "json_invalid" for e in errors) else "validation_error"
+        return problem_response(request, code, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "malformed_request")
+        resp = problem_response(
+            request, code, params={"object": "object", "reason": str(exc.detail)}, headers=exc.headers
+        )
+        resp.status_code = exc.status_code
+        return resp
+
+    @app.exception_handler(StaleDataError)
+    async def _stale(request: Request, exc: StaleDataError) -> JSONResponse:
+        return problem_response(request, "precondition_failed")
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        # Constraint names follow the metadata naming convention; expose only the name.
+        constraint = getattr(getattr(exc.orig, "__cause__", None), "constraint_name", None)
+        log.info("integrity error on %s: %s", request.url.path, constraint)
+        return problem_response(request, "conflict", params={"reason": constraint or "constraint"})
+
+    @app.exception_handler(DBAPIError)
+    async def _dbapi(request: Request, exc: DBAPIError) -> JSONResponse:
+        log.exception("database error", exc_info=exc)
+        return problem_response(request, "service_unavailable")
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem_response(request, "internal_error")
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting the problem+json errors an operation can answer."""
+    descriptions = {
+        400: "Malformed request",
+        401: "Not authenticated",
+        403: "Not allowed",
+        404: "Not found (or outside the caller's scope)",
+        409: "Conflict or illegal state transition",
+        412: "Stale If-Match version",
+        413: "Payload too large",
+        422: "Validation error",
+        423: "Account locked",
+        428: "If-Match required",
+    }
+    return {
+        s: {
+            "model": Problem,
+            "description": descriptions.get(s, "Error"),
+            "content": {"application/problem+json": {}},
+        }
+        for s in statuses
+    }

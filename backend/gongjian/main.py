@@ -1,0 +1,114 @@
+"""The ASGI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+
+from gongjian import models  # noqa: F401  (registers every table with the mappers)
+from gongjian.audit.router import router as audit_router
+from gongjian.auth.router import clients_router
+from gongjian.auth.router import router as auth_router
+from gongjian.core import db
+from gongjian.core.config import get_settings
+from gongjian.core.errors import install_error_handlers
+from gongjian.core.health import router as health_router
+from gongjian.core.idempotency import IdempotencyMiddleware
+from gongjian.core.middleware import RequestIdMiddleware
+from gongjian.organizations.router import router as organizations_router
+from gongjian.users.router import router as users_router
+
+ROUTERS = [
+    health_router,
+    auth_router,
+    users_router,
+    clients_router,
+    organizations_router,
+    audit_router,
+]
+
+DESCRIPTION = """
+共建 Gongjian — 区域化党建平台 API (regional party building).
+
+* All endpoints live under `/api/v1`; errors are RFC 9457 `application/problem+json` with a stable `code`
+  (Chinese messages by default, English with `Accept-Language: en`).
+* Lists answer `{"items": [...], "next_cursor": ...}`; pass `cursor` and `limit` (≤ 100).
+* Reads return an `ETag`; send it back as `If-Match` on updates (a stale one answers 412).
+* Creating requests accept an `Idempotency-Key` header; a retry replays the first answer.
+* Authenticate at `POST /api/v1/auth/token` (OAuth2 password or client_credentials).
+"""
+
+
+def operation_id(route: APIRoute) -> str:
+    tag = route.tags[0] if route.tags else "default"
+    return f"{tag}-{route.name}"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    owns_engine = False
+    try:
+        db.get_engine()
+    except RuntimeError:
+        settings = get_settings()
+        db.init_engine(
+            resolve_database_url(), pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+        )
+        owns_engine = True
+    yield
+    if owns_engine:
+        await db.dispose_engine()
+
+
+def resolve_database_url() -> str:
+    """DATABASE_URL when set (normalised to asyncpg), else the embedded server's."""
+    settings = get_settings()
+    if settings.database_url:
+        return normalise_url(settings.database_url)
+    from gongjian.core.embedded import start_embedded
+
+    return start_embedded(settings.data_dir)
+
+
+def normalise_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    return url
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="Gongjian 共建 API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(RequestIdMiddleware)
+
+    spa_dir = settings.serve_spa_dir or Path(__file__).resolve().parents[2] / "frontend" / "admin" / "dist"
+    if spa_dir.is_dir():
+        app.mount("/", StaticFiles(directory=spa_dir, html=True), name="spa")
+    else:
+
+        @app.get("/", include_in_schema=False)
+        async def root() -> RedirectResponse:
+            return RedirectResponse("/docs")
+
+    return app
+
+
+app = create_app()
