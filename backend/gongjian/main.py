@@ -21,7 +21,10 @@ from gongjian.core.errors import install_error_handlers
 from gongjian.core.health import router as health_router
 from gongjian.core.idempotency import IdempotencyMiddleware
 from gongjian.core.middleware import RequestIdMiddleware
+from gongjian.grids.router import router as grids_router
+from gongjian.members.router import router as members_router
 from gongjian.organizations.router import router as organizations_router
+from gongjian.resident_units.router import router as resident_units_router
 from gongjian.users.router import router as users_router
 
 ROUTERS = [
@@ -30,6 +33,9 @@ ROUTERS = [
     users_router,
     clients_router,
     organizations_router,
+    resident_units_router,
+    grids_router,
+    members_router,
     audit_router,
 ]
 

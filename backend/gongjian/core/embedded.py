@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,14 @@ _servers: dict[Path, Any] = {}
 
 def start_embedded(data_dir: Path, database: str = "gongjian") -> str:
     """Start (or reuse) a PostgreSQL under data_dir/pg and return an asyncpg URL for `database`."""
+    pgdata = (data_dir / "pg").resolve()
+    # pgserver keeps its runtime files under XDG_RUNTIME_DIR; give it a private one when unset.
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = (data_dir / "run").resolve()
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     import pgserver  # imported here: only the embedded mode needs it
 
-    pgdata = (data_dir / "pg").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = _servers.get(pgdata)
     if server is None:

@@ -1,0 +1,1 @@
+"""Grid cells, their workers and buildings (filled in by the grids work)."""
