@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: install run demo migrate test lint typecheck openapi bench clean
 
 $(STAMP): pyproject.toml
+	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Gongjian needs Python 3.11 or newer: make PY=python3.11 ...")'
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev]"
@@ -16,6 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Run the API (and the SPA when built) on http://$${HOST:-127.0.0.1}:$${PORT:-8000}, embedded DB + demo data by default
+## (DATABASE_URL: use that server instead; DATA_DIR: where the embedded database lives)
 run: install
 	$(BIN)/gongjian serve
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 03:20:33.137078+00:00
+Create Date: 2026-11-22 03:38:32.350899+00:00
 """
 
 from collections.abc import Sequence
@@ -139,6 +139,57 @@ def upgrade() -> None:
     op.create_index("ix_audit_log_object", "audit_log", ["object_type", "object_id"], unique=False)
     op.create_index("ix_audit_log_org_at", "audit_log", ["org_id", "at"], unique=False)
     op.create_table(
+        "grid_cells",
+        sa.Column("community_id", sa.Uuid(), nullable=False),
+        sa.Column("code", sa.String(length=50), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("boundary", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("min_lng", sa.Double(), nullable=False),
+        sa.Column("min_lat", sa.Double(), nullable=False),
+        sa.Column("max_lng", sa.Double(), nullable=False),
+        sa.Column("max_lat", sa.Double(), nullable=False),
+        sa.Column("layers", postgresql.ARRAY(sa.String(length=16)), server_default="{}", nullable=False),
+        sa.Column("party_branch_id", sa.Uuid(), nullable=True),
+        sa.Column("external_ref", sa.String(length=100), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("version", sa.Integer(), server_default="1", nullable=False),
+        sa.CheckConstraint(
+            "min_lng <= max_lng AND min_lat <= max_lat", name=op.f("ck_grid_cells_bbox_ordered")
+        ),
+        sa.CheckConstraint(
+            "min_lng >= -180 AND max_lng <= 180 AND min_lat >= -90 AND max_lat <= 90",
+            name=op.f("ck_grid_cells_bbox_wgs84"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["community_id"],
+            ["organizations.id"],
+            name=op.f("fk_grid_cells_community_id_organizations"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["party_branch_id"],
+            ["organizations.id"],
+            name=op.f("fk_grid_cells_party_branch_id_organizations"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_grid_cells")),
+        sa.UniqueConstraint("community_id", "code", name=op.f("uq_grid_cells_community_id_code")),
+    )
+    op.create_index(
+        "ix_grid_cells_bbox",
+        "grid_cells",
+        [sa.literal_column("box(point(min_lng, min_lat), point(max_lng, max_lat))")],
+        unique=False,
+        postgresql_using="gist",
+    )
+    op.create_index(op.f("ix_grid_cells_community_id"), "grid_cells", ["community_id"], unique=False)
+    op.create_index(op.f("ix_grid_cells_created_at"), "grid_cells", ["created_at"], unique=False)
+    op.create_index(op.f("ix_grid_cells_external_ref"), "grid_cells", ["external_ref"], unique=False)
+    op.create_index("ix_grid_cells_layers", "grid_cells", ["layers"], unique=False, postgresql_using="gin")
+    op.create_index(op.f("ix_grid_cells_party_branch_id"), "grid_cells", ["party_branch_id"], unique=False)
+    op.create_table(
         "login_failures",
         sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
@@ -188,6 +239,15 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("version", sa.Integer(), server_default="1", nullable=False),
+        sa.CheckConstraint(
+            "(party_org_mode = 'none') = (party_org_id IS NULL)",
+            name=op.f("ck_resident_units_party_org_mode"),
+        ),
+        sa.CheckConstraint("(lat IS NULL) = (lng IS NULL)", name=op.f("ck_resident_units_location_pair")),
+        sa.CheckConstraint(
+            "lat BETWEEN -90 AND 90 AND lng BETWEEN -180 AND 180",
+            name=op.f("ck_resident_units_location_bounds"),
+        ),
         sa.ForeignKeyConstraint(
             ["community_id"],
             ["organizations.id"],
@@ -198,7 +258,7 @@ def upgrade() -> None:
             ["party_org_id"],
             ["organizations.id"],
             name=op.f("fk_resident_units_party_org_id_organizations"),
-            ondelete="SET NULL",
+            ondelete="RESTRICT",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_resident_units")),
         sa.UniqueConstraint("credit_code", name=op.f("uq_resident_units_credit_code")),
@@ -207,6 +267,53 @@ def upgrade() -> None:
     op.create_index(op.f("ix_resident_units_created_at"), "resident_units", ["created_at"], unique=False)
     op.create_index(op.f("ix_resident_units_external_ref"), "resident_units", ["external_ref"], unique=False)
     op.create_index(op.f("ix_resident_units_party_org_id"), "resident_units", ["party_org_id"], unique=False)
+    op.create_table(
+        "buildings",
+        sa.Column("grid_cell_id", sa.Uuid(), nullable=False),
+        sa.Column("community_id", sa.Uuid(), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("address", sa.String(length=200), nullable=True),
+        sa.Column("households", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("floors", sa.Integer(), nullable=True),
+        sa.Column("units", sa.Integer(), nullable=True),
+        sa.Column("building_leader_user_id", sa.Uuid(), nullable=True),
+        sa.Column("building_leader_name", sa.String(length=50), nullable=True),
+        sa.Column("lat", sa.Numeric(precision=9, scale=6, asdecimal=False), nullable=True),
+        sa.Column("lng", sa.Numeric(precision=9, scale=6, asdecimal=False), nullable=True),
+        sa.Column("external_ref", sa.String(length=100), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("version", sa.Integer(), server_default="1", nullable=False),
+        sa.CheckConstraint("(lat IS NULL) = (lng IS NULL)", name=op.f("ck_buildings_lat_lng_together")),
+        sa.CheckConstraint("households >= 0", name=op.f("ck_buildings_households_non_negative")),
+        sa.ForeignKeyConstraint(
+            ["building_leader_user_id"],
+            ["users.id"],
+            name=op.f("fk_buildings_building_leader_user_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["community_id"],
+            ["organizations.id"],
+            name=op.f("fk_buildings_community_id_organizations"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["grid_cell_id"],
+            ["grid_cells.id"],
+            name=op.f("fk_buildings_grid_cell_id_grid_cells"),
+            ondelete="RESTRICT",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_buildings")),
+        sa.UniqueConstraint("grid_cell_id", "name", name=op.f("uq_buildings_grid_cell_id_name")),
+    )
+    op.create_index(
+        op.f("ix_buildings_building_leader_user_id"), "buildings", ["building_leader_user_id"], unique=False
+    )
+    op.create_index(op.f("ix_buildings_community_id"), "buildings", ["community_id"], unique=False)
+    op.create_index(op.f("ix_buildings_created_at"), "buildings", ["created_at"], unique=False)
+    op.create_index(op.f("ix_buildings_external_ref"), "buildings", ["external_ref"], unique=False)
     op.create_table(
         "committee_members",
         sa.Column("organization_id", sa.Uuid(), nullable=False),
@@ -241,6 +348,114 @@ def upgrade() -> None:
     )
     op.create_index(
         op.f("ix_committee_members_resident_unit_id"), "committee_members", ["resident_unit_id"], unique=False
+    )
+    op.create_table(
+        "grid_assignments",
+        sa.Column("grid_cell_id", sa.Uuid(), nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("community_id", sa.Uuid(), nullable=False),
+        sa.Column("role", sa.String(length=16), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["community_id"],
+            ["organizations.id"],
+            name=op.f("fk_grid_assignments_community_id_organizations"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["grid_cell_id"],
+            ["grid_cells.id"],
+            name=op.f("fk_grid_assignments_grid_cell_id_grid_cells"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_grid_assignments_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_grid_assignments")),
+        sa.UniqueConstraint("grid_cell_id", "user_id", name=op.f("uq_grid_assignments_grid_cell_id_user_id")),
+    )
+    op.create_index(
+        op.f("ix_grid_assignments_community_id"), "grid_assignments", ["community_id"], unique=False
+    )
+    op.create_index(op.f("ix_grid_assignments_created_at"), "grid_assignments", ["created_at"], unique=False)
+    op.create_index(op.f("ix_grid_assignments_user_id"), "grid_assignments", ["user_id"], unique=False)
+    op.create_index(
+        "uq_grid_assignments_one_leader",
+        "grid_assignments",
+        ["grid_cell_id"],
+        unique=True,
+        postgresql_where=sa.text("role = 'leader'"),
+    )
+    op.create_table(
+        "members",
+        sa.Column("name", sa.String(length=50), nullable=False),
+        sa.Column("gender", sa.String(length=8), nullable=False),
+        sa.Column("birth_date", sa.Date(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.Column("category", sa.String(length=16), nullable=False),
+        sa.Column("employer_unit_id", sa.Uuid(), nullable=True),
+        sa.Column("residence_community_id", sa.Uuid(), nullable=True),
+        sa.Column("grid_cell_id", sa.Uuid(), nullable=True),
+        sa.Column("joined_party_on", sa.Date(), nullable=True),
+        sa.Column("user_id", sa.Uuid(), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("phone_encrypted", sa.String(length=200), nullable=True),
+        sa.Column("phone_hash", sa.String(length=64), nullable=True),
+        sa.Column("id_number_encrypted", sa.String(length=200), nullable=False),
+        sa.Column("id_number_hash", sa.String(length=64), nullable=False),
+        sa.Column("external_ref", sa.String(length=100), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("version", sa.Integer(), server_default="1", nullable=False),
+        sa.CheckConstraint(
+            "category IN ('in_service', 'retired', 'floating', 'hardship')", name=op.f("ck_members_category")
+        ),
+        sa.CheckConstraint("gender IN ('male', 'female')", name=op.f("ck_members_gender")),
+        sa.CheckConstraint(
+            "status IN ('active', 'transferred_out', 'deceased')", name=op.f("ck_members_status")
+        ),
+        sa.ForeignKeyConstraint(
+            ["employer_unit_id"],
+            ["resident_units.id"],
+            name=op.f("fk_members_employer_unit_id_resident_units"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["grid_cell_id"],
+            ["grid_cells.id"],
+            name=op.f("fk_members_grid_cell_id_grid_cells"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_members_org_id_organizations"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["residence_community_id"],
+            ["organizations.id"],
+            name=op.f("fk_members_residence_community_id_organizations"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_members_user_id_users"), ondelete="SET NULL"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_members")),
+        sa.UniqueConstraint("id_number_hash", name=op.f("uq_members_id_number_hash")),
+        sa.UniqueConstraint("user_id", name=op.f("uq_members_user_id")),
+    )
+    op.create_index(op.f("ix_members_created_at"), "members", ["created_at"], unique=False)
+    op.create_index(op.f("ix_members_employer_unit_id"), "members", ["employer_unit_id"], unique=False)
+    op.create_index(op.f("ix_members_external_ref"), "members", ["external_ref"], unique=False)
+    op.create_index(op.f("ix_members_grid_cell_id"), "members", ["grid_cell_id"], unique=False)
+    op.create_index(op.f("ix_members_org_id"), "members", ["org_id"], unique=False)
+    op.create_index(op.f("ix_members_phone_hash"), "members", ["phone_hash"], unique=False)
+    op.create_index(
+        op.f("ix_members_residence_community_id"), "members", ["residence_community_id"], unique=False
     )
     op.create_table(
         "role_assignments",
@@ -290,21 +505,128 @@ def upgrade() -> None:
         ],
         unique=True,
     )
+    op.create_table(
+        "reportings",
+        sa.Column("kind", sa.String(length=8), nullable=False),
+        sa.Column("member_id", sa.Uuid(), nullable=True),
+        sa.Column("resident_unit_id", sa.Uuid(), nullable=True),
+        sa.Column("community_id", sa.Uuid(), nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=True),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("note", sa.String(length=500), nullable=True),
+        sa.Column("submitted_by", sa.Uuid(), nullable=True),
+        sa.Column("decided_by", sa.Uuid(), nullable=True),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("reason", sa.String(length=500), nullable=True),
+        sa.Column("deregistered_by", sa.Uuid(), nullable=True),
+        sa.Column("deregistered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("deregistration_reason", sa.String(length=500), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("version", sa.Integer(), server_default="1", nullable=False),
+        sa.CheckConstraint(
+            "(kind = 'member' AND member_id IS NOT NULL AND resident_unit_id IS NULL) OR (kind = 'unit' AND resident_unit_id IS NOT NULL AND member_id IS NULL)",
+            name=op.f("ck_reportings_subject"),
+        ),
+        sa.CheckConstraint(
+            "deregistered_at IS NULL OR state = 'accepted'", name=op.f("ck_reportings_deregistered_accepted")
+        ),
+        sa.CheckConstraint(
+            "state IN ('submitted', 'accepted', 'returned')", name=op.f("ck_reportings_state")
+        ),
+        sa.ForeignKeyConstraint(
+            ["community_id"],
+            ["organizations.id"],
+            name=op.f("fk_reportings_community_id_organizations"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["member_id"], ["members.id"], name=op.f("fk_reportings_member_id_members"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["resident_unit_id"],
+            ["resident_units.id"],
+            name=op.f("fk_reportings_resident_unit_id_resident_units"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_reportings_user_id_users"), ondelete="SET NULL"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reportings")),
+    )
+    op.create_index(op.f("ix_reportings_community_id"), "reportings", ["community_id"], unique=False)
+    op.create_index(op.f("ix_reportings_created_at"), "reportings", ["created_at"], unique=False)
+    op.create_index(op.f("ix_reportings_member_id"), "reportings", ["member_id"], unique=False)
+    op.create_index(op.f("ix_reportings_resident_unit_id"), "reportings", ["resident_unit_id"], unique=False)
+    op.create_index(op.f("ix_reportings_user_id"), "reportings", ["user_id"], unique=False)
+    op.create_index(
+        "uq_reportings_active_member",
+        "reportings",
+        ["member_id"],
+        unique=True,
+        postgresql_where=sa.text("state IN ('submitted', 'accepted') AND deregistered_at IS NULL"),
+    )
+    op.create_index(
+        "uq_reportings_active_unit",
+        "reportings",
+        ["resident_unit_id"],
+        unique=True,
+        postgresql_where=sa.text("state IN ('submitted', 'accepted') AND deregistered_at IS NULL"),
+    )
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_index(
+        "uq_reportings_active_unit",
+        table_name="reportings",
+        postgresql_where=sa.text("state IN ('submitted', 'accepted') AND deregistered_at IS NULL"),
+    )
+    op.drop_index(
+        "uq_reportings_active_member",
+        table_name="reportings",
+        postgresql_where=sa.text("state IN ('submitted', 'accepted') AND deregistered_at IS NULL"),
+    )
+    op.drop_index(op.f("ix_reportings_user_id"), table_name="reportings")
+    op.drop_index(op.f("ix_reportings_resident_unit_id"), table_name="reportings")
+    op.drop_index(op.f("ix_reportings_member_id"), table_name="reportings")
+    op.drop_index(op.f("ix_reportings_created_at"), table_name="reportings")
+    op.drop_index(op.f("ix_reportings_community_id"), table_name="reportings")
+    op.drop_table("reportings")
     op.drop_index("uq_role_assignments_user_role_org_unit", table_name="role_assignments")
     op.drop_index(op.f("ix_role_assignments_user_id"), table_name="role_assignments")
     op.drop_index(op.f("ix_role_assignments_unit_id"), table_name="role_assignments")
     op.drop_index(op.f("ix_role_assignments_org_id"), table_name="role_assignments")
     op.drop_index(op.f("ix_role_assignments_created_at"), table_name="role_assignments")
     op.drop_table("role_assignments")
+    op.drop_index(op.f("ix_members_residence_community_id"), table_name="members")
+    op.drop_index(op.f("ix_members_phone_hash"), table_name="members")
+    op.drop_index(op.f("ix_members_org_id"), table_name="members")
+    op.drop_index(op.f("ix_members_grid_cell_id"), table_name="members")
+    op.drop_index(op.f("ix_members_external_ref"), table_name="members")
+    op.drop_index(op.f("ix_members_employer_unit_id"), table_name="members")
+    op.drop_index(op.f("ix_members_created_at"), table_name="members")
+    op.drop_table("members")
+    op.drop_index(
+        "uq_grid_assignments_one_leader",
+        table_name="grid_assignments",
+        postgresql_where=sa.text("role = 'leader'"),
+    )
+    op.drop_index(op.f("ix_grid_assignments_user_id"), table_name="grid_assignments")
+    op.drop_index(op.f("ix_grid_assignments_created_at"), table_name="grid_assignments")
+    op.drop_index(op.f("ix_grid_assignments_community_id"), table_name="grid_assignments")
+    op.drop_table("grid_assignments")
     op.drop_index(op.f("ix_committee_members_resident_unit_id"), table_name="committee_members")
     op.drop_index(op.f("ix_committee_members_organization_id"), table_name="committee_members")
     op.drop_index(op.f("ix_committee_members_created_at"), table_name="committee_members")
     op.drop_table("committee_members")
+    op.drop_index(op.f("ix_buildings_external_ref"), table_name="buildings")
+    op.drop_index(op.f("ix_buildings_created_at"), table_name="buildings")
+    op.drop_index(op.f("ix_buildings_community_id"), table_name="buildings")
+    op.drop_index(op.f("ix_buildings_building_leader_user_id"), table_name="buildings")
+    op.drop_table("buildings")
     op.drop_index(op.f("ix_resident_units_party_org_id"), table_name="resident_units")
     op.drop_index(op.f("ix_resident_units_external_ref"), table_name="resident_units")
     op.drop_index(op.f("ix_resident_units_created_at"), table_name="resident_units")
@@ -316,6 +638,13 @@ def downgrade() -> None:
     op.drop_table("refresh_tokens")
     op.drop_index("ix_login_failures_user_at", table_name="login_failures")
     op.drop_table("login_failures")
+    op.drop_index(op.f("ix_grid_cells_party_branch_id"), table_name="grid_cells")
+    op.drop_index("ix_grid_cells_layers", table_name="grid_cells", postgresql_using="gin")
+    op.drop_index(op.f("ix_grid_cells_external_ref"), table_name="grid_cells")
+    op.drop_index(op.f("ix_grid_cells_created_at"), table_name="grid_cells")
+    op.drop_index(op.f("ix_grid_cells_community_id"), table_name="grid_cells")
+    op.drop_index("ix_grid_cells_bbox", table_name="grid_cells", postgresql_using="gist")
+    op.drop_table("grid_cells")
     op.drop_index("ix_audit_log_org_at", table_name="audit_log")
     op.drop_index("ix_audit_log_object", table_name="audit_log")
     op.drop_index(op.f("ix_audit_log_at"), table_name="audit_log")

@@ -68,9 +68,13 @@ async def _newest_first(session: Any, stmt: Any, page: PageParams) -> tuple[list
     if page.cursor:
         at, last_id = decode_cursor(page.cursor)
         stmt = stmt.where((AuditEntry.at < at) | ((AuditEntry.at == at) & (AuditEntry.id < last_id)))
-    rows = list((await session.execute(
-        stmt.order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(page.limit + 1)
-    )).scalars())
+    rows = list(
+        (
+            await session.execute(
+                stmt.order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(page.limit + 1)
+            )
+        ).scalars()
+    )
     if len(rows) > page.limit:
         rows = rows[: page.limit]
         return rows, encode_cursor(rows[-1].at, rows[-1].id)

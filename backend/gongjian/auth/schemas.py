@@ -16,6 +16,7 @@ class TokenResponse(BaseModel):
     )
     token_type: str = "bearer"
     expires_in: int = Field(description="Seconds until the access token expires")
+    scope: str | None = Field(default=None, description="Granted scopes, space-separated (API clients)")
 
 
 class LogoutRequest(BaseModel):
@@ -38,7 +39,13 @@ class MeOut(BaseModel):
 
 
 ClientScope = Literal[
-    "organizations:read", "units:read", "grids:read", "members:read", "lists:read", "lists:write", "stats:read"
+    "organizations:read",
+    "units:read",
+    "grids:read",
+    "members:read",
+    "lists:read",
+    "lists:write",
+    "stats:read",
 ]
 
 

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gongjian.auth.models import ApiClient, LoginFailure, RefreshToken, RoleAssignment, User
 from gongjian.core import audit
-from gongjian.core.access import CLIENT_SCOPES, ROLE_PERMISSIONS, Grant, Perm, Principal, Role
+from gongjian.core.access import (
+    CLIENT_SCOPES,
+    ROLE_PERMISSIONS,
+    Grant,
+    Perm,
+    Principal,
+    Role,
+    ensure_org_in_scope,
+    require,
+)
 from gongjian.core.config import get_settings
 from gongjian.core.db import utcnow
 from gongjian.core.errors import ProblemError
 from gongjian.core.security import (
     create_access_token,
     hash_password,
+    invalid_token_error,
     new_token,
+    password_needs_rehash,
     pii_lookup_hash,
     sha256_hex,
     verify_password,
@@ -26,10 +38,13 @@ from gongjian.organizations.models import Organization
 
 
 class TokenPair:
-    def __init__(self, access_token: str, expires_in: int, refresh_token: str | None) -> None:
+    def __init__(
+        self, access_token: str, expires_in: int, refresh_token: str | None, scope: str | None = None
+    ) -> None:
         self.access_token = access_token
         self.expires_in = expires_in
         self.refresh_token = refresh_token
+        self.scope = scope
 
 
 async def find_user_by_login(session: AsyncSession, login: str) -> User | None:
@@ -43,36 +58,60 @@ async def find_user_by_login(session: AsyncSession, login: str) -> User | None:
 
 
 async def _check_lockout(session: AsyncSession, user: User) -> None:
+    """423 while the account is locked: `login_max_failures` failures within the window lock it
+    for `login_lockout_seconds` from the last of them. Failures older than that never count."""
     settings = get_settings()
-    window_start = utcnow() - timedelta(seconds=settings.login_lockout_seconds)
-    stmt = select(func.count(), func.min(LoginFailure.at)).where(
-        LoginFailure.user_id == user.id, LoginFailure.at > window_start
+    window = timedelta(seconds=settings.login_lockout_seconds)
+    now = utcnow()
+    recent = list(
+        (
+            await session.execute(
+                select(LoginFailure.at)
+                .where(LoginFailure.user_id == user.id, LoginFailure.at > now - 2 * window)
+                .order_by(LoginFailure.at.desc())
+                .limit(settings.login_max_failures)
+            )
+        ).scalars()
     )
-    count, oldest = (await session.execute(stmt)).one()
-    if count >= settings.login_max_failures and oldest is not None:
-        remaining = oldest + timedelta(seconds=settings.login_lockout_seconds) - utcnow()
-        minutes = max(1, int(remaining.total_seconds() // 60) + 1)
-        raise ProblemError(
-            "account_locked", minutes=minutes, headers={"Retry-After": str(int(remaining.total_seconds()) + 1)}
-        )
+    if len(recent) < settings.login_max_failures or recent[0] - recent[-1] > window:
+        return
+    locked_until = recent[0] + window
+    seconds = math.ceil((locked_until - now).total_seconds())
+    if seconds <= 0:
+        return
+    raise ProblemError(
+        "account_locked", minutes=math.ceil(seconds / 60), headers={"Retry-After": str(seconds)}
+    )
 
 
 async def authenticate(session: AsyncSession, login: str, password: str) -> User:
-    """Check a password login. Failures are recorded in their own committed write, so the
-    request's rollback on the 401 does not erase them."""
+    """Check a password login (username or phone).
+
+    The user's row is locked for the check, so concurrent guesses are counted one by one
+    and never exceed the limit. A failure is committed at once, so the request's rollback
+    on the 401 does not erase it.
+    """
     user = await find_user_by_login(session, login)
     if user is None:
         verify_password(password, None)
         raise ProblemError("invalid_credentials")
+    await session.execute(select(User.id).where(User.id == user.id).with_for_update())
     await _check_lockout(session, user)
     if not verify_password(password, user.password_hash):
-        session.add(LoginFailure(user_id=user.id, at=utcnow()))
+        now = utcnow()
+        window = timedelta(seconds=get_settings().login_lockout_seconds)
+        await session.execute(
+            delete(LoginFailure).where(LoginFailure.user_id == user.id, LoginFailure.at < now - 2 * window)
+        )
+        session.add(LoginFailure(user_id=user.id, at=now))
         await session.commit()
         await _check_lockout(session, user)
         raise ProblemError("invalid_credentials")
     if not user.is_active:
         raise ProblemError("account_disabled")
     await session.execute(delete(LoginFailure).where(LoginFailure.user_id == user.id))
+    if password_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
     user.last_login_at = utcnow()
     return user
 
@@ -125,13 +164,9 @@ async def revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
 async def rotate_refresh_token(session: AsyncSession, refresh_token: str) -> TokenPair:
     """Exchange a refresh token for a new pair. A token presented twice means it leaked:
     the whole family is revoked (committed even though this request fails)."""
-    stmt = (
-        select(RefreshToken)
-        .where(RefreshToken.token_hash == sha256_hex(refresh_token))
-        .with_for_update()
-    )
+    stmt = select(RefreshToken).where(RefreshToken.token_hash == sha256_hex(refresh_token)).with_for_update()
     token = (await session.execute(stmt)).scalar_one_or_none()
-    if token is None or token.revoked_at is not None or token.expires_at < utcnow():
+    if token is None or token.revoked_at is not None or token.expires_at <= utcnow():
         raise ProblemError("invalid_grant")
     if token.used_at is not None:
         await revoke_family(session, token.family_id)
@@ -154,12 +189,8 @@ async def logout(session: AsyncSession, principal: Principal, refresh_token: str
         if token is not None and token.user_id == principal.id:
             await revoke_family(session, token.family_id)
             return
-    # Without a token in hand, log out everywhere.
-    await session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == principal.id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
+    # Without a token of theirs in hand, log out everywhere.
+    await revoke_user_sessions(session, principal.id)
 
 
 async def authenticate_client(session: AsyncSession, client_id: str, secret: str) -> ApiClient:
@@ -168,27 +199,37 @@ async def authenticate_client(session: AsyncSession, client_id: str, secret: str
     ).scalar_one_or_none()
     if client is None:
         verify_password(secret, None)
-        raise ProblemError("invalid_client")
+        raise ProblemError("invalid_client", headers={"WWW-Authenticate": "Basic"})
     if not verify_password(secret, client.secret_hash) or client.revoked_at is not None:
-        raise ProblemError("invalid_client")
+        raise ProblemError("invalid_client", headers={"WWW-Authenticate": "Basic"})
     client.last_used_at = utcnow()
     return client
 
 
 def issue_client_token(client: ApiClient, requested: list[str] | None) -> TokenPair:
-    scopes = list(client.scopes) if not requested else [s for s in requested if s in client.scopes]
-    access, expires_in = create_access_token(
-        subject=str(client.id), kind="client", roles=[], scopes=scopes
-    )
-    return TokenPair(access, expires_in, None)
+    """An access token (no refresh token) carrying the requested scopes, all of the client's
+    when none are asked for; asking for a scope the client does not hold is `invalid_scope`."""
+    if requested:
+        unknown = sorted(set(requested) - set(client.scopes))
+        if unknown:
+            raise ProblemError("invalid_scope", scope=" ".join(unknown)[:200])
+        scopes = sorted(set(requested))
+    else:
+        scopes = sorted(client.scopes)
+    access, expires_in = create_access_token(subject=str(client.id), kind="client", roles=[], scopes=scopes)
+    return TokenPair(access, expires_in, None, scope=" ".join(scopes))
 
 
 async def load_principal(session: AsyncSession, claims: dict[str, object]) -> Principal:
+    """The caller behind verified token claims, as the database says now: a revoked client,
+    a disabled or deleted user, or a withdrawn role stops working at once."""
     kind = claims.get("kind", "user")
+    if kind not in ("user", "client"):
+        raise invalid_token_error()
     try:
         subject = uuid.UUID(str(claims["sub"]))
     except (KeyError, ValueError) as exc:
-        raise ProblemError("invalid_token") from exc
+        raise invalid_token_error() from exc
     if kind == "client":
         row = (
             await session.execute(
@@ -198,7 +239,7 @@ async def load_principal(session: AsyncSession, claims: dict[str, object]) -> Pr
             )
         ).one_or_none()
         if row is None:
-            raise ProblemError("invalid_token")
+            raise invalid_token_error()
         client, path = row
         token_scopes = str(claims.get("scope", "")).split()
         perms = frozenset(Perm(s) for s in token_scopes if s in client.scopes and s in CLIENT_SCOPES)
@@ -206,13 +247,30 @@ async def load_principal(session: AsyncSession, claims: dict[str, object]) -> Pr
         return Principal(kind="client", id=client.id, name=client.name, grants=[grant])
     user = await session.get(User, subject)
     if user is None or not user.is_active:
-        raise ProblemError("invalid_token")
+        raise invalid_token_error()
     return Principal(kind="user", id=user.id, name=user.username, grants=await load_grants(session, user.id))
+
+
+async def revoke_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Revoke every refresh token of a user (logout everywhere, password change, disabling)."""
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
 
 
 async def create_api_client(
     session: AsyncSession, principal: Principal, *, name: str, scopes: list[str], org_id: uuid.UUID
 ) -> tuple[ApiClient, str]:
+    """Register a client on an org subtree in the caller's scope, with scopes the caller itself
+    holds there. The secret is returned once and only its hash is kept."""
+    require(principal, Perm.clients_write)
+    await ensure_org_in_scope(session, principal, org_id, Perm.clients_write)
+    for scope in sorted(set(scopes)):
+        if scope not in CLIENT_SCOPES:
+            raise ProblemError("invalid_scope", scope=scope[:50])
+        await ensure_org_in_scope(session, principal, org_id, Perm(scope))
     secret = new_token(32)
     client = ApiClient(
         name=name,
@@ -225,7 +283,12 @@ async def create_api_client(
     session.add(client)
     await session.flush()
     await audit.record(
-        session, principal, "api_client.create", "api_client", client.id, org_id=org_id,
+        session,
+        principal,
+        "api_client.create",
+        "api_client",
+        client.id,
+        org_id=org_id,
         after={"name": name, "scopes": client.scopes},
     )
     return client, secret

@@ -3,8 +3,12 @@
 A principal (a user or an API client) holds grants: a role on an organization
 subtree, on a resident unit (liaisons), or on itself (members, residents).
 Every list and every get goes through `visible()` / `get_visible()`, which turn
-the grants into one SQL condition over the model's declared scope columns; an
-object outside that condition does not exist for the caller (404).
+the grants into one SQL condition over the model's declared scope columns.
+
+The answers, everywhere:
+- an object outside every grant of the caller does not exist for them: 404;
+- an object inside the caller's scope, but no grant there carries the permission: 403;
+- a permission the caller holds nowhere: 403, whatever the object (`require`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, false, or_, select, true
+from sqlalchemy import Select, and_, exists, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -94,6 +98,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Perm]] = {
     Role.member: frozenset({Perm.members_read, Perm.reports_submit}),
     Role.resident: frozenset(),
 }
+
+# Roles whose grants reach the holder's own records only (`Scope.owner`), never an org subtree.
+SELF_ONLY_ROLES: frozenset[Role] = frozenset({Role.member, Role.resident})
 
 # What an API client's scope may grant; never more than read/write on data.
 CLIENT_SCOPES: frozenset[str] = frozenset(
@@ -179,12 +186,24 @@ def _org_ids_in(paths: list[str]) -> Select[Any]:
 
 
 def scope_condition(model: Any, principal: Principal, perm: Perm) -> ColumnElement[bool]:
+    """The SQL condition selecting the rows of `model` the principal reaches with `perm`."""
+    return grants_condition(model, principal, principal.grants_for(perm))
+
+
+def grants_condition(model: Any, principal: Principal, grants: list[Grant]) -> ColumnElement[bool]:
+    """The rows of `model` that any of `grants` reaches (whatever permissions they carry)."""
     scope: Scope = model.__scope__
-    grants = principal.grants_for(perm)
     if any(g.is_global for g in grants):
         return true()
     conditions: list[ColumnElement[bool]] = []
-    paths = sorted({g.org_path for g in grants if g.org_path is not None and g.unit_id is None})
+    # Members and residents reach only their own records, whatever org their assignment names.
+    paths = sorted(
+        {
+            g.org_path
+            for g in grants
+            if g.org_path is not None and g.unit_id is None and g.role not in SELF_ONLY_ROLES
+        }
+    )
     if paths:
         if scope.path:
             col = getattr(model, scope.path)
@@ -200,7 +219,7 @@ def scope_condition(model: Any, principal: Principal, perm: Perm) -> ColumnEleme
     if scope.via_assignments and grants:
         from gongjian.auth.models import RoleAssignment
 
-        held = select(RoleAssignment.user_id).where(scope_condition(RoleAssignment, principal, perm))
+        held = select(RoleAssignment.user_id).where(grants_condition(RoleAssignment, principal, grants))
         conditions.append(model.id.in_(held))
     return or_(*conditions) if conditions else false()
 
@@ -224,13 +243,27 @@ async def get_visible(
     for_update: bool = False,
     options: Iterable[Any] = (),
 ) -> T:
-    """Load one object the principal may reach with `perm`, or 404 as if it did not exist."""
+    """Load one object the principal may reach with `perm`.
+
+    - the principal holds `perm` nowhere: 403 (as `require` would answer, whatever the object);
+    - the object is outside every one of the principal's grants: 404, as if it did not exist;
+    - it is inside the principal's scope, but no grant there carries `perm`: 403.
+    """
+    require(principal, perm)
     stmt = select(model).where(model.id == object_id).options(*options)  # type: ignore[attr-defined]
     stmt = visible(stmt, model, principal, perm)
     if for_update:
         stmt = stmt.with_for_update()
     obj = (await session.execute(stmt)).scalar_one_or_none()
     if obj is None:
+        in_scope = select(
+            exists().where(
+                model.id == object_id,  # type: ignore[attr-defined]
+                grants_condition(model, principal, principal.grants),
+            )
+        )
+        if (await session.execute(in_scope)).scalar():
+            raise ProblemError("forbidden")
         raise not_found(name)
     return obj
 
@@ -243,7 +276,7 @@ def require(principal: Principal, perm: Perm) -> None:
 async def ensure_org_in_scope(
     session: AsyncSession, principal: Principal, org_id: uuid.UUID, perm: Perm
 ) -> Any:
-    """The organization `org_id`, if the principal holds `perm` on it; else 404."""
+    """The organization `org_id`, if the principal holds `perm` on it; else 404 (403 as `get_visible`)."""
     from gongjian.organizations.models import Organization
 
     return await get_visible(session, Organization, org_id, principal, perm, name="organization")

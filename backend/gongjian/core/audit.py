@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ForeignKey, Index, String
@@ -22,8 +23,21 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 # Never written to the audit log in clear, whatever object they appear on.
 PERSONAL_FIELDS = frozenset(
-    {"phone", "id_number", "password", "password_hash", "secret", "secret_hash", "token",
-     "phone_encrypted", "id_number_encrypted", "phone_hash", "id_number_hash", "address_detail"}
+    {
+        "phone",
+        "contact_phone",
+        "id_number",
+        "password",
+        "password_hash",
+        "secret",
+        "secret_hash",
+        "token",
+        "phone_encrypted",
+        "id_number_encrypted",
+        "phone_hash",
+        "id_number_hash",
+        "address_detail",
+    }
 )
 
 
@@ -63,13 +77,24 @@ def snapshot(obj: Any, fields: list[str] | None = None) -> dict[str, Any]:
     for col in table.columns:
         if fields is not None and col.key not in fields:
             continue
-        value = getattr(obj, col.key, None)
-        if isinstance(value, uuid.UUID | datetime):
-            value = str(value)
-        elif hasattr(value, "isoformat"):
-            value = value.isoformat()
-        out[col.key] = value
+        out[col.key] = _json_safe(getattr(obj, col.key, None))
     return redact(out) or {}
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    return str(value)
 
 
 async def record(

@@ -26,7 +26,7 @@ def start_embedded(data_dir: Path, database: str = "gongjian") -> str:
     server = _servers.get(pgdata)
     if server is None:
         log.info("starting embedded PostgreSQL in %s", pgdata)
-        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        server = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
         _servers[pgdata] = server
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "1 row" not in exists:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,8 +37,21 @@ ERRORS: dict[str, ErrorSpec] = {
     "malformed_request": ErrorSpec(400, "请求格式错误", "The request is malformed"),
     "invalid_cursor": ErrorSpec(400, "分页游标无效", "The pagination cursor is invalid"),
     "invalid_geometry": ErrorSpec(422, "地理边界无效：{reason}", "Invalid boundary: {reason}"),
+    "invalid_party_branch": ErrorSpec(
+        422,
+        "网格党组织必须是本社区下的党支部或党小组",
+        "The grid party branch must be a branch or group in the community",
+    ),
     "invalid_credit_code": ErrorSpec(
         422, "统一社会信用代码无效", "Invalid unified social credit code"
+    ),
+    "invalid_community": ErrorSpec(
+        422, "所选党组织不是社区一级的党组织", "The organization is not at community level"
+    ),
+    "party_org_mismatch": ErrorSpec(
+        422,
+        "党组织设置不一致：未建立党组织时不能指定党组织，单独组建、联合组建或挂靠时必须指定党组织",
+        "party_org_mode 'none' goes with no party_org_id; single, joint and attached need one",
     ),
     "invalid_id_number": ErrorSpec(422, "身份证号码无效", "Invalid ID number"),
     "weak_password": ErrorSpec(
@@ -52,6 +66,9 @@ ERRORS: dict[str, ErrorSpec] = {
     "invalid_client": ErrorSpec(401, "客户端凭据无效", "Invalid client credentials"),
     "invalid_grant": ErrorSpec(400, "刷新令牌无效或已失效", "The refresh token is invalid or revoked"),
     "unsupported_grant_type": ErrorSpec(400, "不支持的授权方式", "Unsupported grant type"),
+    "invalid_scope": ErrorSpec(400, "申请的权限范围无效：{scope}", "Invalid or unknown scope: {scope}"),
+    "wrong_current_password": ErrorSpec(422, "当前密码不正确", "The current password is wrong"),
+    "cannot_disable_self": ErrorSpec(409, "不能停用自己的账号", "You cannot disable your own account"),
     "account_locked": ErrorSpec(
         423,
         "登录失败次数过多，账号已锁定，请在{minutes}分钟后重试",
@@ -67,9 +84,17 @@ ERRORS: dict[str, ErrorSpec] = {
         409, "当前状态“{state}”不能执行“{action}”", "Cannot {action} while {state}"
     ),
     "move_into_descendant": ErrorSpec(
-        409, "不能把组织移动到它自己或它的下级组织之下", "Cannot move an organization under itself or its descendant"
+        409,
+        "不能把组织移动到它自己或它的下级组织之下",
+        "Cannot move an organization under itself or its descendant",
     ),
-    "has_children": ErrorSpec(409, "该组织下还有下级组织或数据，不能删除", "The organization still has children"),
+    "grid_leader_taken": ErrorSpec(409, "该网格已有网格长", "The grid cell already has a grid leader"),
+    "grid_cell_not_empty": ErrorSpec(
+        409, "网格下还有楼栋，不能删除", "The grid cell still has buildings and cannot be deleted"
+    ),
+    "has_children": ErrorSpec(
+        409, "该组织下还有下级组织或数据，不能删除", "The organization still has children"
+    ),
     "invalid_parent": ErrorSpec(
         422, "上级组织类型“{parent_kind}”下不能建立“{kind}”", "A {kind} cannot sit under a {parent_kind}"
     ),
@@ -87,6 +112,21 @@ ERRORS: dict[str, ErrorSpec] = {
         "Idempotency-Key 已用于另一个不同的请求",
         "This Idempotency-Key was used for a different request",
     ),
+    "not_a_community": ErrorSpec(422, "所选组织不是社区党组织", "The organization is not a community"),
+    "grid_not_in_community": ErrorSpec(
+        422, "所选网格不属于居住社区", "The grid cell is not in the residence community"
+    ),
+    "member_account_linked": ErrorSpec(
+        409, "该账号已关联其他党员", "This account is already linked to another member"
+    ),
+    "member_not_reportable": ErrorSpec(
+        409,
+        "只有在册的在职党员才能到居住社区报到",
+        "Only active in-service members report to their residential community",
+    ),
+    "reporting_active": ErrorSpec(
+        409, "已有一条待审核或已接收的报到记录", "There is already a submitted or accepted reporting"
+    ),
     "payload_too_large": ErrorSpec(413, "请求体过大", "The request body is too large"),
     "internal_error": ErrorSpec(500, "服务器内部错误", "Internal server error"),
     "service_unavailable": ErrorSpec(503, "服务暂不可用", "Service unavailable"),
@@ -96,6 +136,7 @@ OBJECT_NAMES: dict[str, tuple[str, str]] = {
     "organization": ("党组织", "Organization"),
     "resident_unit": ("驻区单位", "Resident unit"),
     "grid_cell": ("网格", "Grid cell"),
+    "grid_assignment": ("网格人员", "Grid assignment"),
     "building": ("楼栋", "Building"),
     "member": ("党员", "Member"),
     "reporting": ("报到记录", "Reporting"),
@@ -153,8 +194,22 @@ class Problem(BaseModel):
 
 
 def wants_english(request: Request) -> bool:
-    lang = request.headers.get("accept-language", "")
-    return lang.strip().lower().startswith("en")
+    """English when Accept-Language prefers it over Chinese (q-values honoured); Chinese otherwise."""
+    best_q, english = 0.0, False
+    for part in request.headers.get("accept-language", "").split(",")[:20]:
+        lang, _, params = part.strip().partition(";")
+        lang = lang.strip().lower()
+        q = 1.0
+        params = params.strip().replace(" ", "")
+        if params.startswith("q="):
+            try:
+                q = float(params[2:])
+            except ValueError:
+                q = 0.0
+        if not (lang.startswith("en") or lang.startswith("zh")) or q <= best_q:
+            continue
+        best_q, english = q, lang.startswith("en")
+    return english
 
 
 def _localize_params(params: dict[str, Any], english: bool) -> dict[str, Any]:
@@ -181,7 +236,9 @@ def problem_response(
         detail = template
     body = Problem(
         type=PROBLEM_TYPE_BASE + code,
-        title=spec.en,
+        # The same for every occurrence of the type (RFC 9457): the English message, or the HTTP
+        # reason phrase when that message has blanks to fill in.
+        title=HTTPStatus(spec.status).phrase if "{" in spec.en else spec.en,
         status=spec.status,
         code=code,
         detail=detail,
@@ -210,6 +267,23 @@ def _clean_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]
     return out
 
 
+def _is_data_error(exc: DBAPIError) -> bool:
+    """SQLSTATE class 22 (data exception), or asyncpg refusing to encode a parameter."""
+    import asyncpg
+
+    seen: list[BaseException] = []
+    candidate: BaseException | None = exc.orig
+    while candidate is not None and candidate not in seen and len(seen) < 5:
+        seen.append(candidate)
+        if isinstance(candidate, asyncpg.exceptions.DataError):
+            return True
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(state, str) and state.startswith("22"):
+            return True
+        candidate = candidate.__cause__
+    return False
+
+
 _HTTP_CODES = {
     400: "malformed_request",
     401: "not_authenticated",
@@ -223,7 +297,49 @@ _HTTP_CODES = {
 }
 
 
+def _document_cross_cutting(app: FastAPI) -> None:
+    """Document, once, what every route inherits rather than declares: a body that is not valid
+    JSON answers 400 `malformed_request` (see `_validation` below), and creating POSTs take an
+    `Idempotency-Key` header (core/idempotency.py: 409 while the first is running, 422 on reuse)."""
+    generate = app.openapi
+
+    def problem(description: str) -> dict[str, Any]:
+        ref = {"schema": {"$ref": "#/components/schemas/Problem"}}
+        return {"description": description,
+                "content": {"application/json": ref, "application/problem+json": ref}}
+
+    idempotency_key = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "Makes a retry safe: the first answer is replayed to a retry with the same key "
+        "and body",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    }
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for path, item in schema.get("paths", {}).items():
+                for method, op in item.items():
+                    if not isinstance(op, dict):
+                        continue
+                    responses = op.setdefault("responses", {})
+                    if "requestBody" in op:
+                        responses.setdefault("400", problem("Malformed request"))
+                    creating = method == "post" and path.startswith("/api/v1/")
+                    if creating and not path.startswith("/api/v1/auth/"):
+                        op.setdefault("parameters", []).append(dict(idempotency_key))
+                        responses.setdefault("409", problem("Conflict, or the Idempotency-Key is in flight"))
+                        responses.setdefault("422", problem("Validation error, or an Idempotency-Key reused"))
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    _document_cross_cutting(app)
+
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
         return problem_response(
@@ -240,7 +356,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "malformed_request")
         resp = problem_response(
-            request, code, params={"object": "object", "reason": str(exc.detail)}, headers=exc.headers
+            request, code, params={"object": "object", "reason": str(exc.detail)},
+            headers=dict(exc.headers) if exc.headers else None,
         )
         resp.status_code = exc.status_code
         return resp
@@ -258,6 +375,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _dbapi(request: Request, exc: DBAPIError) -> JSONResponse:
+        if _is_data_error(exc):
+            # The value itself cannot be stored or compared (NUL byte, out of range...): the
+            # client's fault, said without echoing the value.
+            log.info("data error on %s: %s", request.url.path, type(exc.orig).__name__)
+            msg = "a value is not acceptable to the database"
+            return problem_response(
+                request, "validation_error", errors=[{"loc": ["request"], "msg": msg, "type": "value_error"}]
+            )
         log.exception("database error", exc_info=exc)
         return problem_response(request, "service_unavailable")
 
@@ -281,11 +406,13 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         423: "Account locked",
         428: "If-Match required",
     }
+    # Every operation may answer 422 (a bad parameter, header or body): always documented, so the
+    # contract never falls back to FastAPI's default (application/json) validation error shape.
     return {
         s: {
             "model": Problem,
             "description": descriptions.get(s, "Error"),
-            "content": {"application/problem+json": {}},
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        for s in statuses
+        for s in sorted({*statuses, 422})
     }

@@ -9,11 +9,14 @@ attempts release the key so the client may try again.
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Integer, LargeBinary, String, delete, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Mapped, mapped_column
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -26,6 +29,8 @@ from gongjian.core.errors import problem_response
 KEY_TTL = timedelta(hours=24)
 STALE_RESERVATION = timedelta(minutes=5)
 MAX_KEY_LENGTH = 200
+_KEY_SHAPE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")  # no control characters, at most MAX_KEY_LENGTH
+log = logging.getLogger("gongjian.idempotency")
 
 
 class IdempotencyRecord(Base):
@@ -66,19 +71,31 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        if len(key) > MAX_KEY_LENGTH:
-            await problem_response(request, "validation_error", errors=[
-                {"loc": ["header", "Idempotency-Key"], "msg": "too long", "type": "string_too_long"}
-            ])(scope, receive, send)
+        if not _KEY_SHAPE.match(key):
+            msg = f"1 to {MAX_KEY_LENGTH} characters, no control characters"
+            await problem_response(
+                request,
+                "validation_error",
+                errors=[
+                    {"loc": ["header", "Idempotency-Key"], "msg": msg, "type": "string_pattern_mismatch"}
+                ],
+            )(scope, receive, send)
             return
         body = await request.body()
         caller = _caller(headers)
         digest = hashlib.sha256(scope["path"].encode() + b"\n" + body).hexdigest()
 
-        replay = await self._reserve(caller, key, digest)
+        try:
+            replay = await self._reserve(caller, key, digest)
+        except (DBAPIError, OSError):
+            log.exception("idempotency reservation failed")
+            await problem_response(request, "service_unavailable")(scope, receive, send)
+            return
         if replay is not None:
             if replay == "in_progress":
-                await problem_response(request, "idempotency_in_progress")(scope, receive, send)
+                await problem_response(request, "idempotency_in_progress", headers={"Retry-After": "1"})(
+                    scope, receive, send
+                )
             elif replay == "mismatch":
                 await problem_response(request, "idempotency_mismatch")(scope, receive, send)
             else:
@@ -115,7 +132,9 @@ class IdempotencyMiddleware:
     async def _reserve(self, caller: str, key: str, digest: str) -> Any:
         async with db.sessionmaker()() as session, session.begin():
             now = utcnow()
-            await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - KEY_TTL))
+            await session.execute(
+                delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - KEY_TTL)
+            )
             inserted = await session.execute(
                 insert(IdempotencyRecord)
                 .values(caller=caller, key=key, request_hash=digest, created_at=now)

@@ -34,10 +34,10 @@ class PageParams(BaseModel):
 
 
 def page_params(
-    cursor: Annotated[str | None, Query(max_length=200, description="Opaque cursor from `next_cursor`")] = None,
-    limit: Annotated[
-        int, Query(ge=1, le=100, description="Page size (at most 100)")
-    ] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="Opaque cursor from `next_cursor`")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size (at most 100)")] = 20,
 ) -> PageParams:
     cap = get_settings().page_size_max
     return PageParams(cursor=cursor, limit=min(limit, cap))
@@ -57,7 +57,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise ProblemError("invalid_cursor") from exc
 
 
-async def paginate(session: AsyncSession, stmt: Select[Any], model: Any, params: PageParams) -> tuple[list[Any], str | None]:
+async def paginate(
+    session: AsyncSession, stmt: Select[Any], model: Any, params: PageParams
+) -> tuple[list[Any], str | None]:
     """Run `stmt` (selecting `model`) one page at a time; returns rows and the next cursor."""
     if params.cursor:
         created_at, last_id = decode_cursor(params.cursor)

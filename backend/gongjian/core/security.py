@@ -92,22 +92,47 @@ def create_access_token(
     return jwt.encode(claims, settings.signing_key, algorithm=JWT_ALGORITHM), expires_in
 
 
+# Three base64url segments, nothing else: the decoder itself skips stray characters.
+_JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+MAX_TOKEN_LENGTH = 4096
+
+
+def invalid_token_error() -> ProblemError:
+    return ProblemError("invalid_token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
 def decode_access_token(token: str) -> dict[str, Any]:
+    """The verified claims of one of our access tokens, or 401 `invalid_token`.
+
+    Refused: anything not shaped as a signed JWT, any algorithm but HS256 (so `alg: none`
+    and key-confusion tokens), a bad signature, a wrong issuer or audience, an expired token
+    and one missing exp / iat / sub / iss / aud.
+    """
     settings = get_settings()
+    if len(token) > MAX_TOKEN_LENGTH or not _JWT_SHAPE.match(token):
+        raise invalid_token_error()
     try:
         header = jwt.get_unverified_header(token)
         if header.get("alg") not in ALLOWED_ALGORITHMS:
-            raise ProblemError("invalid_token")
+            raise invalid_token_error()
         claims: dict[str, Any] = jwt.decode(
             token,
             settings.signing_key,
             algorithms=ALLOWED_ALGORITHMS,
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
-            options={"require_exp": True, "require_sub": True, "require_aud": True, "require_iss": True},
+            options={
+                "require_exp": True,
+                "require_iat": True,
+                "require_sub": True,
+                "require_aud": True,
+                "require_iss": True,
+            },
         )
-    except JWTError as exc:
-        raise ProblemError("invalid_token", headers={"WWW-Authenticate": "Bearer"}) from exc
+    except (JWTError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise invalid_token_error() from exc
+    if not isinstance(claims, dict):
+        raise invalid_token_error()
     return claims
 
 

@@ -13,7 +13,7 @@ from gongjian.core.db import SessionDep
 from gongjian.core.errors import problem_responses
 from gongjian.core.pagination import Page, PageParamsDep, paginate
 from gongjian.organizations import service
-from gongjian.organizations.models import CommitteeMember, OrgKind, OrgLevel
+from gongjian.organizations.models import CommitteeMember, Organization, OrgKind, OrgLevel
 from gongjian.organizations.schemas import (
     CommitteeMemberCreate,
     CommitteeMemberOut,
@@ -47,7 +47,7 @@ async def list_organizations(
 ) -> Page[OrganizationOut]:
     under_org = await service.get(session, principal, under) if under else None
     stmt = service.list_query(principal, kind=kind, level=level, parent_id=parent_id, under=under_org, q=q)
-    rows, cursor = await paginate(session, stmt, service.Organization, page)
+    rows, cursor = await paginate(session, stmt, Organization, page)
     return Page(items=[OrganizationOut.model_validate(r) for r in rows], next_cursor=cursor)
 
 
@@ -148,7 +148,9 @@ async def delete_organization(
     summary="Counts for an organization's subtree",
     responses=problem_responses(401, 404, 422),
 )
-async def organization_counts(session: SessionDep, principal: CurrentPrincipal, org_id: uuid.UUID) -> OrganizationCounts:
+async def organization_counts(
+    session: SessionDep, principal: CurrentPrincipal, org_id: uuid.UUID
+) -> OrganizationCounts:
     org = await service.get(session, principal, org_id)
     return OrganizationCounts(**await service.counts(session, org))
 

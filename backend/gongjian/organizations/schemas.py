@@ -14,7 +14,9 @@ class OrganizationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Name
     kind: OrgKind
-    parent_id: uuid.UUID | None = Field(description="The parent organization; null only for a county committee")
+    parent_id: uuid.UUID | None = Field(
+        description="The parent organization; null only for a county committee"
+    )
     level: OrgLevel = OrgLevel.other
     short_name: str | None = Field(default=None, max_length=50)
     code: str | None = Field(default=None, max_length=50, pattern=r"^[A-Za-z0-9_-]+$")

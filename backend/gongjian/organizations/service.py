@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gongjian.core import audit
 from gongjian.core.access import Perm, Principal, get_visible, in_subtree, subtree_upper_bound, visible
 from gongjian.core.errors import ProblemError
-from gongjian.organizations.models import ALLOWED_PARENTS, CommitteeMember, Organization, OrgKind
+from gongjian.organizations.models import ALLOWED_PARENTS, CommitteeMember, Organization, OrgKind, OrgLevel
 from gongjian.organizations.schemas import (
     CommitteeMemberCreate,
     OrganizationCreate,
@@ -26,11 +26,19 @@ _MOVE_LOCK_KEY = 0x6A_6F_72_67  # arbitrary, stable
 def _check_parent_kind(kind: OrgKind, parent: Organization | None) -> None:
     parent_kind = OrgKind(parent.kind) if parent else None
     if parent_kind not in ALLOWED_PARENTS[kind]:
-        raise ProblemError("invalid_parent", kind=kind.value, parent_kind=parent_kind.value if parent_kind else "-")
+        raise ProblemError(
+            "invalid_parent", kind=kind.value, parent_kind=parent_kind.value if parent_kind else "-"
+        )
 
 
-async def get(session: AsyncSession, principal: Principal, org_id: uuid.UUID, perm: Perm = Perm.organizations_read,
-              *, for_update: bool = False) -> Organization:
+async def get(
+    session: AsyncSession,
+    principal: Principal,
+    org_id: uuid.UUID,
+    perm: Perm = Perm.organizations_read,
+    *,
+    for_update: bool = False,
+) -> Organization:
     return await get_visible(session, Organization, org_id, principal, perm, name="organization",
                              for_update=for_update)
 
@@ -65,6 +73,9 @@ async def create(session: AsyncSession, principal: Principal, data: Organization
         parent = await get_visible(
             session, Organization, data.parent_id, principal, Perm.organizations_write, name="organization"
         )
+        # Creates share the move lock: a move in progress finishes first (its UPDATE would not see a
+        # child inserted meanwhile and would leave it under the old path), then we read the new path.
+        await session.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": _MOVE_LOCK_KEY})
         # Share-lock the parent so a concurrent move cannot change its path under us.
         await session.execute(
             select(Organization.id).where(Organization.id == parent.id).with_for_update(read=True)
@@ -74,7 +85,8 @@ async def create(session: AsyncSession, principal: Principal, data: Organization
         # Only the platform admin may plant a new root.
         raise ProblemError("forbidden")
     _check_parent_kind(data.kind, parent)
-    seq = (await session.execute(text("SELECT nextval(pg_get_serial_sequence('organizations', 'seq'))"))).scalar_one()
+    next_seq = text("SELECT nextval(pg_get_serial_sequence('organizations', 'seq'))")
+    seq = (await session.execute(next_seq)).scalar_one()
     org = Organization(
         **data.model_dump(),
         seq=seq,
@@ -88,12 +100,14 @@ async def create(session: AsyncSession, principal: Principal, data: Organization
     return org
 
 
-async def update_org(session: AsyncSession, principal: Principal, org: Organization, data: OrganizationUpdate) -> Organization:
+async def update_org(
+    session: AsyncSession, principal: Principal, org: Organization, data: OrganizationUpdate
+) -> Organization:
     before = audit.snapshot(org)
     changes = data.model_dump(exclude_unset=True)
     for key, value in changes.items():
-        if key == "name" and value is None:
-            continue
+        if key in ("name", "level") and value is None:
+            continue  # not nullable: an explicit null leaves the value as it is
         setattr(org, key, value)
     await session.flush()
     await audit.record(session, principal, "organization.update", "organization", org.id, org_id=org.id,
@@ -101,7 +115,9 @@ async def update_org(session: AsyncSession, principal: Principal, org: Organizat
     return org
 
 
-async def move(session: AsyncSession, principal: Principal, org: Organization, new_parent_id: uuid.UUID) -> Organization:
+async def move(
+    session: AsyncSession, principal: Principal, org: Organization, new_parent_id: uuid.UUID
+) -> Organization:
     await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MOVE_LOCK_KEY})
     await session.refresh(org)
     new_parent = await get_visible(
@@ -141,6 +157,11 @@ async def delete(session: AsyncSession, principal: Principal, org: Organization)
     ).first()
     if has_child:
         raise ProblemError("has_children")
+    # Nor with other domains' data attached to it (resident units, ...).
+    only_this = select(Organization.id).where(Organization.id == org.id)
+    for counter in COUNTERS.values():
+        if (await session.execute(counter(only_this))).scalar_one():
+            raise ProblemError("has_children")
     before = audit.snapshot(org)
     await audit.record(session, principal, "organization.delete", "organization", org.id,
                        org_id=org.parent_id, before=before)
@@ -152,7 +173,9 @@ async def counts(session: AsyncSession, org: Organization) -> dict[str, Any]:
     in_tree = in_subtree(Organization.path, org.path)
     rows = (
         await session.execute(
-            select(Organization.kind, func.count()).where(in_tree, Organization.id != org.id).group_by(Organization.kind)
+            select(Organization.kind, func.count())
+            .where(in_tree, Organization.id != org.id)
+            .group_by(Organization.kind)
         )
     ).all()
     by_kind = {kind: n for kind, n in rows}
@@ -185,14 +208,19 @@ COUNTERS: dict[str, Any] = {"resident_units": _count_units}
 async def add_committee_member(
     session: AsyncSession, principal: Principal, org: Organization, data: CommitteeMemberCreate
 ) -> CommitteeMember:
+    if org.level != OrgLevel.community:
+        # Part-time members (兼职委员) sit on a community committee (社区大党委) only.
+        raise ProblemError("invalid_community")
     if data.resident_unit_id is not None:
         from gongjian.resident_units.models import ResidentUnit
 
         await get_visible(session, ResidentUnit, data.resident_unit_id, principal, Perm.units_read,
                           name="resident_unit")
     if data.term_start and data.term_end and data.term_end < data.term_start:
-        raise ProblemError("validation_error", errors=[{"loc": ["body", "term_end"], "msg": "before term_start",
-                                                        "type": "value_error"}])
+        raise ProblemError(
+            "validation_error",
+            errors=[{"loc": ["body", "term_end"], "msg": "before term_start", "type": "value_error"}],
+        )
     member = CommitteeMember(organization_id=org.id, **data.model_dump())
     session.add(member)
     await session.flush()
@@ -201,7 +229,9 @@ async def add_committee_member(
     return member
 
 
-async def remove_committee_member(session: AsyncSession, principal: Principal, member: CommitteeMember) -> None:
+async def remove_committee_member(
+    session: AsyncSession, principal: Principal, member: CommitteeMember
+) -> None:
     await audit.record(session, principal, "committee_member.delete", "committee_member", member.id,
                        org_id=member.organization_id, before=audit.snapshot(member))
     await session.delete(member)

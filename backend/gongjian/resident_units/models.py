@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Numeric, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gongjian.core.access import Scope
@@ -44,10 +44,18 @@ class ResidentUnit(IdMixin, TimestampMixin, VersionedMixin, Base):
         ForeignKey("organizations.id", ondelete="RESTRICT"), index=True
     )
     party_org_mode: Mapped[PartyOrgMode] = mapped_column(String(16), default=PartyOrgMode.none)
+    # RESTRICT: an organization that is some unit's party org is not deleted from under it.
     party_org_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("organizations.id", ondelete="SET NULL"), index=True
+        ForeignKey("organizations.id", ondelete="RESTRICT"), index=True
     )
     contact_name: Mapped[str | None] = mapped_column(String(50))
     contact_phone: Mapped[str | None] = mapped_column(String(30))
     description: Mapped[str | None] = mapped_column(Text)
     external_ref: Mapped[str | None] = mapped_column(String(100), index=True)
+
+    __table_args__ = (
+        # Mode `none` exactly when there is no party org.
+        CheckConstraint("(party_org_mode = 'none') = (party_org_id IS NULL)", name="party_org_mode"),
+        CheckConstraint("(lat IS NULL) = (lng IS NULL)", name="location_pair"),
+        CheckConstraint("lat BETWEEN -90 AND 90 AND lng BETWEEN -180 AND 180", name="location_bounds"),
+    )

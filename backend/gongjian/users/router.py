@@ -25,12 +25,16 @@ from gongjian.users.schemas import (
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
 
-async def _out(session: SessionDep, user: User) -> UserOut:
-    return service.to_out(user, (await service.assignments_of(session, [user.id]))[user.id])
+async def _out(session: SessionDep, principal: CurrentPrincipal, user: User) -> UserOut:
+    return service.to_out(user, (await service.assignments_of(session, [user.id], principal))[user.id])
 
 
-@router.get("", response_model=Page[UserOut], summary="List users in scope",
-            responses=problem_responses(400, 401, 403, 422))
+@router.get(
+    "",
+    response_model=Page[UserOut],
+    summary="List users in scope",
+    responses=problem_responses(400, 401, 403, 422),
+)
 async def list_users(
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -40,41 +44,66 @@ async def list_users(
 ) -> Page[UserOut]:
     require(principal, Perm.users_read)
     rows, cursor = await paginate(session, service.list_query(principal, q, role), User, page)
-    assignments = await service.assignments_of(session, [u.id for u in rows])
+    assignments = await service.assignments_of(session, [u.id for u in rows], principal)
     return Page(items=[service.to_out(u, assignments[u.id]) for u in rows], next_cursor=cursor)
 
 
-@router.post("", response_model=UserOut, status_code=status.HTTP_201_CREATED,
-             summary="Create a user with role assignments in one's subtree",
-             responses=problem_responses(401, 403, 404, 409, 422))
-async def create_user(session: SessionDep, principal: CurrentPrincipal, body: UserCreate, response: Response) -> UserOut:
+@router.post(
+    "",
+    response_model=UserOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a user with role assignments in one's subtree",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def create_user(
+    session: SessionDep, principal: CurrentPrincipal, body: UserCreate, response: Response
+) -> UserOut:
     require(principal, Perm.users_write)
     user = await service.create(session, principal, body)
     set_etag(response, user)
-    return await _out(session, user)
+    return await _out(session, principal, user)
 
 
-@router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT, summary="Change one's own password",
-             responses=problem_responses(401, 422))
-async def change_my_password(session: SessionDep, principal: CurrentPrincipal, body: PasswordChange) -> Response:
-    user = await service.get(session, principal, principal.id) if principal.kind == "user" else None
+@router.post(
+    "/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Change one's own password (other sessions are logged out)",
+    responses=problem_responses(401, 404, 422),
+)
+async def change_my_password(
+    session: SessionDep, principal: CurrentPrincipal, body: PasswordChange
+) -> Response:
+    # Anyone may change their own password, whatever their roles: no scope check on oneself.
+    user = await session.get(User, principal.id, with_for_update=True) if principal.kind == "user" else None
     if user is None:
         raise not_found("user")
     await service.change_password(session, principal, user, body.current_password, body.new_password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{user_id}", response_model=UserOut, summary="Get a user", responses=problem_responses(401, 404, 422))
-async def get_user(session: SessionDep, principal: CurrentPrincipal, user_id: uuid.UUID, response: Response) -> UserOut:
+@router.get(
+    "/{user_id}", response_model=UserOut, summary="Get a user", responses=problem_responses(401, 404, 422)
+)
+async def get_user(
+    session: SessionDep, principal: CurrentPrincipal, user_id: uuid.UUID, response: Response
+) -> UserOut:
     user = await service.get(session, principal, user_id)
     set_etag(response, user)
-    return await _out(session, user)
+    return await _out(session, principal, user)
 
 
-@router.patch("/{user_id}", response_model=UserOut, summary="Edit or disable a user",
-              responses=problem_responses(401, 403, 404, 409, 412, 422))
+@router.patch(
+    "/{user_id}",
+    response_model=UserOut,
+    summary="Edit or disable a user",
+    responses=problem_responses(401, 403, 404, 409, 412, 422),
+)
 async def update_user(
-    session: SessionDep, principal: CurrentPrincipal, user_id: uuid.UUID, body: UserUpdate, response: Response,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    user_id: uuid.UUID,
+    body: UserUpdate,
+    response: Response,
     if_match: IfMatch = None,
 ) -> UserOut:
     require(principal, Perm.users_write)
@@ -82,11 +111,16 @@ async def update_user(
     check_if_match(if_match, user)
     user = await service.update(session, principal, user, body)
     set_etag(response, user)
-    return await _out(session, user)
+    return await _out(session, principal, user)
 
 
-@router.post("/{user_id}/role-assignments", response_model=RoleAssignmentOut, status_code=status.HTTP_201_CREATED,
-             summary="Grant a role", responses=problem_responses(401, 403, 404, 409, 422))
+@router.post(
+    "/{user_id}/role-assignments",
+    response_model=RoleAssignmentOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Grant a role",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
 async def add_role_assignment(
     session: SessionDep, principal: CurrentPrincipal, user_id: uuid.UUID, body: RoleAssignmentIn
 ) -> RoleAssignmentOut:
@@ -95,14 +129,19 @@ async def add_role_assignment(
     return RoleAssignmentOut.model_validate(await service.add_assignment(session, principal, user, body))
 
 
-@router.delete("/{user_id}/role-assignments/{assignment_id}", status_code=status.HTTP_204_NO_CONTENT,
-               summary="Withdraw a role", responses=problem_responses(401, 403, 404))
+@router.delete(
+    "/{user_id}/role-assignments/{assignment_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Withdraw a role",
+    responses=problem_responses(401, 403, 404),
+)
 async def remove_role_assignment(
     session: SessionDep, principal: CurrentPrincipal, user_id: uuid.UUID, assignment_id: uuid.UUID
 ) -> Response:
     require(principal, Perm.users_write)
-    assignment = await get_visible(session, RoleAssignment, assignment_id, principal, Perm.users_write,
-                                   name="role_assignment")
+    assignment = await get_visible(
+        session, RoleAssignment, assignment_id, principal, Perm.users_write, name="role_assignment"
+    )
     if assignment.user_id != user_id:
         raise not_found("role_assignment")
     await service.remove_assignment(session, principal, assignment)
