@@ -28,11 +28,11 @@ SYSTEM = Principal(
 
 
 async def make_org(
-    session: AsyncSession, parent: Organization | None, kind: OrgKind, name: str, level: OrgLevel = OrgLevel.other
+    session: AsyncSession, parent: Organization | None, kind: OrgKind, name: str,
+    level: OrgLevel = OrgLevel.other,
 ) -> Organization:
-    return await org_service.create(
-        session, SYSTEM, OrganizationCreate(name=name, kind=kind, parent_id=parent.id if parent else None, level=level)
-    )
+    body = OrganizationCreate(name=name, kind=kind, parent_id=parent.id if parent else None, level=level)
+    return await org_service.create(session, SYSTEM, body)
 
 
 _credit_counter = 0

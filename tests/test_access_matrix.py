@@ -71,9 +71,9 @@ MATRIX: dict[str, dict[str, Row]] = {
         "secretary":  R(200, 200, 404, 200, 404),
         "secretary2": R(200, 200, 404, 200, 404),
         "gridworker": R(200, 200, 404, 403, 403),
-        "liaison":    R(200, 403, 403, 403, 403),  # the list is empty
-        "member":     R(200, 403, 403, 403, 403),  # the list is empty
-        "resident":   R(200, 403, 403, 403, 403),  # the list is empty
+        "liaison":    R(403, 403, 403, 403, 403),
+        "member":     R(403, 403, 403, 403, 403),
+        "resident":   R(403, 403, 403, 403, 403),
         "client":     R(200, 200, 404, 403, 403),
     },
     # write: PATCH the unit's address (a liaison edits its own unit)
@@ -130,11 +130,11 @@ MATRIX: dict[str, dict[str, Row]] = {
         "street":     R(200, 200, 404, 200, 404),
         "secretary":  R(200, 200, 404, 200, 404),
         "secretary2": R(200, 200, 404, 200, 404),
-        "gridworker": R(200, 404, 404, 403, 403),  # the list is empty
+        "gridworker": R(200, 200, 404, 403, 403),  # reads its community's reportings
         "liaison":    R(200, 200, 404, 403, 403),  # its unit's reporting
         "member":     R(200, 200, 404, 403, 403),  # their own reporting
-        "resident":   R(200, 404, 404, 403, 403),  # the list is empty
-        "client":     R(200, 404, 404, 403, 403),  # the list is empty
+        "resident":   R(403, 403, 403, 403, 403),
+        "client":     R(403, 403, 403, 403, 403),
     },
     # write: PATCH the user's display name
     "users": {

@@ -47,7 +47,8 @@ def _tables(conn):  # type: ignore[no-untyped-def]
 
 def _populate(conn):  # type: ignore[no-untyped-def]
     conn.execute(text(
-        "INSERT INTO organizations (id, seq, path, depth, kind, level, name, version, created_at, updated_at) "
+        "INSERT INTO organizations "
+        "(id, seq, path, depth, kind, level, name, version, created_at, updated_at) "
         "VALUES (gen_random_uuid(), 1, '/1/', 0, 'county_committee', 'county', '宁川县委', 1, now(), now())"
     ))
 

@@ -42,11 +42,23 @@ def _settings() -> Settings:
 
 
 def _resolve_url() -> tuple[str, bool]:
-    """The asyncpg URL of the database to use, and whether it is the embedded one we started."""
+    """The asyncpg URL of the database to use, and whether it is the embedded one.
+
+    With no DATABASE_URL the embedded PostgreSQL under DATA_DIR is started; when this process
+    is the one that started it, it is stopped again when this process exits."""
     from gongjian.main import resolve_database_url
 
     settings = _settings()
-    return resolve_database_url(), settings.embedded
+    if not settings.embedded:
+        return resolve_database_url(), False
+    if _is_production():
+        log.warning("ENVIRONMENT=production without DATABASE_URL: using the embedded PostgreSQL in %s",
+                    settings.data_dir)
+    was_running = _embedded_running(settings.data_dir)
+    url = resolve_database_url()
+    if not was_running:
+        _stop_embedded_at_exit()
+    return url, True
 
 
 def _migrate(url: str) -> None:
@@ -92,11 +104,13 @@ async def load_demo(url: str, *, only_if_empty: bool = False) -> str:
 
 
 def _stop_embedded_at_exit() -> None:
-    """Stop the embedded server when this process exits, if this process started it."""
+    """Stop the embedded server when this process exits (this process started it)."""
     from gongjian.core import embedded
 
     for server in embedded._servers.values():
         server.cleanup_mode = "stop"
+    # SIGTERM (`kill`, a service manager) must end in a normal exit too, so the exit handlers run.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -105,10 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     host = args.host or settings.host
     port = args.port or settings.port
-    was_running = _embedded_running(settings.data_dir) if settings.embedded else True
     url, embedded = _resolve_url()
-    if embedded and not was_running:
-        _stop_embedded_at_exit()
     _migrate(url)
 
     want_demo = settings.load_demo
@@ -125,9 +136,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ["DATABASE_URL"] = url
     _settings_cache_clear()
     log.info("serving on http://%s:%s (docs at /docs)", host, port)
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises it; turn that into a normal exit so
-    # the exit handlers run (they stop the embedded PostgreSQL this process started).
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.run(
         "gongjian.main:app",
         host=host,
@@ -141,6 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: it lands here.
     raise SystemExit(0)
 
 

@@ -64,7 +64,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except RuntimeError:
         settings = get_settings()
         db.init_engine(
-            resolve_database_url(), pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+            resolve_database_url(),
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout_seconds,
+            pool_recycle=settings.db_pool_recycle_seconds,
         )
         owns_engine = True
     yield

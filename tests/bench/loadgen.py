@@ -91,6 +91,7 @@ async def run_load(
     errors: dict[str, int] = {}
     cpu: dict[str, dict[str, float | None]] = {}
     done = 0
+    answered = 0  # including warm-up
     t0 = time.perf_counter()
     measure_from = t0 + warmup_s
     end = measure_from + duration_s
@@ -103,7 +104,7 @@ async def run_load(
         raise ValueError(f"unknown client {client!r}")
 
     async def worker(k: int) -> None:
-        nonlocal done
+        nonlocal done, answered
         conn = RawConnection(url.hostname or "127.0.0.1", url.port or 80, headers) if shared is None else None
         i = k
         try:
@@ -132,6 +133,7 @@ async def run_load(
                     ok = False
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 finish = time.perf_counter()
+                answered += ok
                 if start >= measure_from and finish <= end and ok:
                     latencies.append(finish - start)
                     done += 1
@@ -155,6 +157,7 @@ async def run_load(
     out: dict[str, Any] = {
         "requests_per_s": round(done / duration_s, 1),
         "requests": done,
+        "requests_with_warmup": answered,
         "errors": errors,
         "latency": latency_summary(latencies),
         "client": client,

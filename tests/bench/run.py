@@ -128,13 +128,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         try:
             result["machine"]["postgres"] = await conn.fetchval("SHOW server_version")
             settings_rows = await conn.fetch(
-                "SELECT name, setting, unit FROM pg_settings WHERE name IN "
+                "SELECT name, current_setting(name) AS value FROM pg_settings WHERE name IN "
                 "('shared_buffers', 'work_mem', 'effective_cache_size', 'random_page_cost', 'jit',"
                 " 'max_connections')"
             )
-            result["machine"]["postgres_settings"] = {
-                r["name"]: f"{r['setting']}{r['unit'] or ''}" for r in settings_rows
-            }
+            result["machine"]["postgres_settings"] = {r["name"]: r["value"] for r in settings_rows}
         finally:
             await conn.close()
         result["database"] = _database_label(db)
@@ -142,7 +140,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         actors = await dataset.load_actors(db, tree)
         conn = await dataset.connect(db)
         try:
-            await conn.execute("ANALYZE")
+            await conn.execute("VACUUM ANALYZE")
+            # Statistics are fresh and nothing is written from here on: keep autovacuum workers from
+            # starting in the middle of a measurement.
+            for schema, table in await conn.fetch(
+                "SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN ('public', 'bench')"
+            ):
+                await conn.execute(f'ALTER TABLE "{schema}"."{table}" SET (autovacuum_enabled = false)')
         finally:
             await conn.close()
         result["dataset"] = {
@@ -153,6 +157,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "resident_units": actors.units,
             "created_at_order": "depth-first (a county importing its tree street by street)",
             "load_seconds": tree.load_seconds,
+            "maintenance": "VACUUM ANALYZE after loading, then autovacuum off for these tables",
             "notes": actors.notes,
         }
         log(f"bench: {len(tree.nodes)} organizations loaded in {sum(tree.load_seconds.values()):.1f}s")
@@ -183,7 +188,34 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         if db.stop_embedded is not None:
             db.stop_embedded()
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    result["headline"] = headline(result)
     return result
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The figures the issue asks for, in one place."""
+    out: dict[str, Any] = {}
+    st = result.get("subtree")
+    if st:
+        out["subtree_ms"] = {
+            f"{c['op']} {c['size']}": {"p50": c["p50_ms"], "p95": c["p95_ms"]}
+            for c in st["cases"]
+            if c["strategy"] == "path_range"
+        }
+    tp = result.get("throughput")
+    if tp:
+        out["throughput_req_per_s"] = {
+            s["scenario"]: {
+                "gongjian": s["results"]["gongjian"]["requests_per_s"],
+                "bare": s["results"]["bare"]["requests_per_s"],
+                "ratio": s["ratio"],
+            }
+            for s in tp["scenarios"]
+        }
+        out["target_ratio"] = tp["target_ratio"]
+        out["min_ratio"] = tp["min_ratio"]
+        out["pass"] = tp["pass"]
+    return out
 
 
 def _cpu(run: dict[str, Any]) -> str:
@@ -264,6 +296,14 @@ def summary(result: dict[str, Any]) -> str:
                 "  CPU per request, bare/ours (app + PostgreSQL backends): "
                 + ", ".join(f"{s['scenario']} {s['cpu_ratio']['app_plus_db']}" for s in tp["scenarios"])
             )
+        lines.append(
+            "  new PostgreSQL connections opened per run (pool churn): "
+            + ", ".join(
+                f"{s['scenario']} {s['results']['gongjian'].get('db_connections_opened')}"
+                f" vs bare {s['results']['bare'].get('db_connections_opened')}"
+                for s in tp["scenarios"]
+            )
+        )
         fl = tp.get("framework_floor")
         if fl:
             lines.append(
@@ -319,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(bench(args))
     else:
         result = uvloop.run(bench(args))
+    first = ("benchmark", "timestamp", "headline")
+    result = {
+        **{k: result[k] for k in first if k in result},
+        **{k: v for k, v in result.items() if k not in first},
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_suffix(args.output.suffix + ".tmp")
     tmp.write_text(json.dumps(result, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")

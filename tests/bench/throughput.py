@@ -108,9 +108,14 @@ def stop_server(server: Server) -> None:
 
 class CpuMeter:
     """CPU seconds used by the server process, by the PostgreSQL backends of our database, and by
-    this process (the load generator): figures that hold even when other work shares the machine."""
+    this process (the load generator): figures that hold even when other work shares the machine.
 
-    def __init__(self, server_pid: int | None, postmaster_pid: int | None, db_name: str) -> None:
+    Backends that exit during a run (a pool closing connections) are counted through the
+    postmaster's reaped-children times when the server is the embedded one, which serves only us."""
+
+    def __init__(
+        self, server_pid: int | None, postmaster_pid: int | None, db_name: str, *, count_reaped: bool
+    ) -> None:
         try:
             import psutil  # a dependency of pgserver
         except ImportError:  # pragma: no cover - psutil ships with pgserver
@@ -119,6 +124,7 @@ class CpuMeter:
         self.server_pid = server_pid
         self.postmaster_pid = postmaster_pid
         self.marker = f" {db_name} "
+        self.count_reaped = count_reaped
 
     def _proc_cpu(self, pid: int) -> float:
         t = self.psutil.Process(pid).cpu_times()
@@ -137,6 +143,9 @@ class CpuMeter:
         with contextlib.suppress(Exception):
             if self.postmaster_pid:
                 total = 0.0
+                if self.count_reaped:
+                    pm = self.psutil.Process(self.postmaster_pid).cpu_times()
+                    total += pm.children_user + pm.children_system
                 for child in self.psutil.Process(self.postmaster_pid).children():
                     with contextlib.suppress(Exception):
                         if self.marker in " ".join(child.cmdline()) + " ":
@@ -226,12 +235,11 @@ async def _postmaster_pid(db: Database) -> int | None:
         await conn.close()
 
 
-async def _sessions(conn: Any) -> int:
-    """Connections ever opened to our database (pg_stat_database.sessions)."""
+async def _db_counters(conn: Any) -> dict[str, int]:
+    """Connections opened to our database so far (pg_stat_database; flushed within about a second)."""
     await conn.execute("SELECT pg_stat_clear_snapshot()")
-    return int(
-        await conn.fetchval("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
-    )
+    row = await conn.fetchrow("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+    return {k: int(v) for k, v in dict(row).items()}
 
 
 def _cpu_ratio(bare: dict[str, Any], ours: dict[str, Any]) -> dict[str, float | None]:
@@ -337,10 +345,13 @@ async def run(
         "wrk_installed": shutil.which("wrk") is not None,
         "db_pool": {
             "gongjian": f"SQLAlchemy pool_size={settings.db_pool_size}"
-            f" max_overflow={settings.db_max_overflow} pool_pre_ping=True",
+            f" max_overflow={settings.db_max_overflow} (no pre-ping)",
             "bare": f"asyncpg pool min={bare_config['pool_min']} max={bare_config['pool_max']}",
         },
         "list_filter": LIST_QUERY,
+        "cpu_note": "cpu_ms_per_request: CPU time of the server process (app), of PostgreSQL backends serving"
+        " our database (db; with the embedded server also backends that exited during the run), and of the"
+        " load generator (client), divided by the requests answered in the measured window",
         "what_each_server_does": {
             "gongjian": "the real app: middleware, bearer JWT, principal and grants loaded in the request's "
             "session, the scoped query, pydantic response",
@@ -379,10 +390,20 @@ async def run(
         postmaster = await _postmaster_pid(db)
         stats = await connect(db)
         meters = {
-            "gongjian": CpuMeter(real.proc.pid, postmaster, db.name),
-            "bare": CpuMeter(bare.proc.pid, postmaster, db.name),
+            "gongjian": CpuMeter(real.proc.pid, postmaster, db.name, count_reaped=db.embedded),
+            "bare": CpuMeter(bare.proc.pid, postmaster, db.name, count_reaped=db.embedded),
         }
         meters["bare_with_auth_sql"] = meters["bare"]
+        # What the database spends with no load at all (background processes, idle connections).
+        idle_start = meters["gongjian"].sample()
+        await asyncio.sleep(3)
+        idle_end = meters["gongjian"].sample()
+        out["idle_cpu_cores"] = {
+            k: round((idle_end[k] - idle_start[k]) / 3, 3)  # type: ignore[operator]
+            for k in ("app", "db")
+            if idle_start[k] is not None and idle_end[k] is not None
+        }
+        log(f"  idle CPU (cores): {out['idle_cpu_cores']}")
         out["client_ceiling"] = {"what": "each load generator against the bare app's /healthz (no database)"}
         for using in dict.fromkeys((client, "raw", "httpx")):
             ceiling = await load(
@@ -417,10 +438,11 @@ async def run(
                 raise RuntimeError(f"{key}: the app answered {out['shape_check'][key]}")
             results = {}
             for label in ("gongjian", "bare", "bare_with_auth_sql"):
-                before = await _sessions(stats)
+                before = await _db_counters(stats)
                 results[label] = await load(label, paths[label], headers)
                 await asyncio.sleep(1.1)  # statistics reach the shared counters within a second
-                results[label]["db_connections_opened"] = await _sessions(stats) - before
+                after = await _db_counters(stats)
+                results[label]["db_connections_opened"] = after["sessions"] - before["sessions"]
                 results[label]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
             ratio = results["gongjian"]["requests_per_s"] / max(results["bare"]["requests_per_s"], 1e-9)
             ratio_full = results["gongjian"]["requests_per_s"] / max(

@@ -299,7 +299,9 @@ async def test_reporting_lists_are_scoped(client, world, own):
     assert await ids("secretary2") == {b1_unit["id"]}
     assert await ids("admin") == {mine["id"], theirs["id"], b1_unit["id"]}
     assert await ids("liaison") == set()
-    assert await ids("resident") == set()
+    assert await ids("gridworker") == {mine["id"], theirs["id"]}
+    r = await client.get("/api/v1/reportings", headers=world.h("resident"))
+    assert r.status_code == 403
     assert await ids("admin", kind="unit") == {b1_unit["id"]}
     assert await ids("admin", member_id=own["id"]) == {mine["id"]}
     await act(client, world, "secretary", theirs["id"], "return", "重复")

@@ -171,6 +171,12 @@ async def test_assignments_elsewhere_are_not_shown(client, world: World):
         assert [a["org_id"] for a in shown] == [str(world.orgs[org].id)], who
     me = bearer((await tokens(client, "both", STRONG))["access_token"])
     assert len((await client.get("/api/v1/auth/me", headers=me)).json()["grants"]) == 2
+    # Neither secretary may edit or disable an account that also answers to the other one.
+    for who in ("secretary", "secretary2"):
+        r = await client.patch(f"{API}/{uid}", headers=world.h(who), json={"is_active": False})
+        assert_problem(r, 403, "forbidden")
+    r = await client.patch(f"{API}/{uid}", headers=world.h("admin"), json={"is_active": False})
+    assert r.status_code == 200 and r.json()["is_active"] is False
 
 
 async def test_patch_with_if_match(client, world: World, session):

@@ -116,25 +116,39 @@ async def authenticate(session: AsyncSession, login: str, password: str) -> User
     return user
 
 
+def _grant(role: str, org_id: uuid.UUID | None, path: str | None, unit_id: uuid.UUID | None) -> Grant:
+    r = Role(role)
+    return Grant(role=r, org_id=org_id, org_path=path, unit_id=unit_id, perms=ROLE_PERMISSIONS[r])
+
+
 async def load_grants(session: AsyncSession, user_id: uuid.UUID) -> list[Grant]:
     stmt = (
-        select(RoleAssignment, Organization.path)
+        select(RoleAssignment.role, RoleAssignment.org_id, Organization.path, RoleAssignment.unit_id)
         .outerjoin(Organization, Organization.id == RoleAssignment.org_id)
         .where(RoleAssignment.user_id == user_id)
     )
-    grants = []
-    for assignment, path in (await session.execute(stmt)).all():
-        role = Role(assignment.role)
-        grants.append(
-            Grant(
-                role=role,
-                org_id=assignment.org_id,
-                org_path=path,
-                unit_id=assignment.unit_id,
-                perms=ROLE_PERMISSIONS[role],
-            )
+    return [_grant(*row) for row in (await session.execute(stmt)).all()]
+
+
+async def _load_user_principal(session: AsyncSession, user_id: uuid.UUID) -> Principal | None:
+    """The active user and their grants in one round trip (this runs on every request)."""
+    stmt = (
+        select(
+            User.username,
+            RoleAssignment.role,
+            RoleAssignment.org_id,
+            Organization.path,
+            RoleAssignment.unit_id,
         )
-    return grants
+        .outerjoin(RoleAssignment, RoleAssignment.user_id == User.id)
+        .outerjoin(Organization, Organization.id == RoleAssignment.org_id)
+        .where(User.id == user_id, User.is_active.is_(True))
+    )
+    rows = (await session.execute(stmt)).all()
+    if not rows:
+        return None
+    grants = [_grant(role, org_id, path, unit_id) for _, role, org_id, path, unit_id in rows if role is not None]
+    return Principal(kind="user", id=user_id, name=rows[0].username, grants=grants)
 
 
 async def issue_tokens(session: AsyncSession, user: User, family_id: uuid.UUID | None = None) -> TokenPair:
@@ -245,10 +259,10 @@ async def load_principal(session: AsyncSession, claims: dict[str, object]) -> Pr
         perms = frozenset(Perm(s) for s in token_scopes if s in client.scopes and s in CLIENT_SCOPES)
         grant = Grant(role=Role.org_staff, org_id=client.org_id, org_path=path, perms=perms)
         return Principal(kind="client", id=client.id, name=client.name, grants=[grant])
-    user = await session.get(User, subject)
-    if user is None or not user.is_active:
+    principal = await _load_user_principal(session, subject)
+    if principal is None:
         raise invalid_token_error()
-    return Principal(kind="user", id=user.id, name=user.username, grants=await load_grants(session, user.id))
+    return principal
 
 
 async def revoke_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:

@@ -47,6 +47,7 @@ class Perm(StrEnum):
     members_read = "members:read"
     members_write = "members:write"
     members_pii = "members:pii"
+    reports_read = "reports:read"
     reports_submit = "reports:submit"
     reports_review = "reports:review"
     audit_read = "audit:read"
@@ -68,6 +69,7 @@ _STAFF = {
     Perm.buildings_write,
     Perm.members_read,
     Perm.members_write,
+    Perm.reports_read,
     Perm.reports_review,
     Perm.reports_submit,
     Perm.users_read,
@@ -89,13 +91,14 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Perm]] = {
             Perm.grids_read,
             Perm.buildings_write,
             Perm.members_read,
+            Perm.reports_read,
             Perm.lists_read,
         }
     ),
     # A liaison's grants reach only their own unit (see `Grant.unit_id`).
-    Role.unit_liaison: frozenset({Perm.units_read, Perm.units_write, Perm.reports_submit}),
+    Role.unit_liaison: frozenset({Perm.units_read, Perm.units_write, Perm.reports_read, Perm.reports_submit}),
     # Members and residents see their own records (see `Scope.owner`).
-    Role.member: frozenset({Perm.members_read, Perm.reports_submit}),
+    Role.member: frozenset({Perm.members_read, Perm.reports_read, Perm.reports_submit}),
     Role.resident: frozenset(),
 }
 

@@ -20,8 +20,12 @@ class Settings(BaseSettings):
 
     # With no DATABASE_URL the program runs its own embedded PostgreSQL under data_dir.
     database_url: str | None = None
-    db_pool_size: int = 10
-    db_max_overflow: int = 20
+    # A fixed pool per process: requests beyond it wait briefly for a connection rather than
+    # open and close overflow connections under load (each new one re-plans its statements).
+    db_pool_size: int = 20
+    db_max_overflow: int = 0
+    db_pool_timeout_seconds: float = 10.0
+    db_pool_recycle_seconds: int = 1800
 
     # Signing key for access tokens and key for personal data at rest. In the embedded
     # default they are generated once and kept in data_dir; production must set them.

@@ -63,7 +63,9 @@ _sessionmaker: async_sessionmaker[AsyncSession] | None = None
 
 def init_engine(url: str, **kwargs: Any) -> AsyncEngine:
     global _engine, _sessionmaker
-    _engine = create_async_engine(url, pool_pre_ping=True, **kwargs)
+    # No pre-ping (it costs three round trips per checkout); a connection broken by a server
+    # restart fails one request and is invalidated with the pool, and old ones are recycled.
+    _engine = create_async_engine(url, **kwargs)
     _sessionmaker = async_sessionmaker(_engine, expire_on_commit=False)
     return _engine
 

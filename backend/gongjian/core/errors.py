@@ -35,6 +35,7 @@ ERRORS: dict[str, ErrorSpec] = {
     # 400 / 422: the request itself is wrong
     "validation_error": ErrorSpec(422, "请求参数有误", "The request is invalid"),
     "malformed_request": ErrorSpec(400, "请求格式错误", "The request is malformed"),
+    "method_not_allowed": ErrorSpec(405, "该地址不支持此请求方法", "Method not allowed"),
     "invalid_cursor": ErrorSpec(400, "分页游标无效", "The pagination cursor is invalid"),
     "invalid_geometry": ErrorSpec(422, "地理边界无效：{reason}", "Invalid boundary: {reason}"),
     "invalid_party_branch": ErrorSpec(
@@ -289,7 +290,7 @@ _HTTP_CODES = {
     401: "not_authenticated",
     403: "forbidden",
     404: "not_found",
-    405: "malformed_request",
+    405: "method_not_allowed",
     409: "conflict",
     412: "precondition_failed",
     413: "payload_too_large",
@@ -299,8 +300,9 @@ _HTTP_CODES = {
 
 def _document_cross_cutting(app: FastAPI) -> None:
     """Document, once, what every route inherits rather than declares: a body that is not valid
-    JSON answers 400 `malformed_request` (see `_validation` below), and creating POSTs take an
-    `Idempotency-Key` header (core/idempotency.py: 409 while the first is running, 422 on reuse)."""
+    JSON answers 400 `malformed_request` (see `_validation` below); an authenticated operation can
+    answer 401 and 403; creating POSTs take an `Idempotency-Key` header (core/idempotency.py:
+    409 while the first is running, 422 on reuse)."""
     generate = app.openapi
 
     def problem(description: str) -> dict[str, Any]:
@@ -314,7 +316,8 @@ def _document_cross_cutting(app: FastAPI) -> None:
         "required": False,
         "description": "Makes a retry safe: the first answer is replayed to a retry with the same key "
         "and body",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        # As core/idempotency.py checks it; an empty value counts as no key.
+        "schema": {"type": "string", "maxLength": 200, "pattern": "^[^\\x00-\\x1f\\x7f]*$"},
     }
 
     def openapi() -> dict[str, Any]:
@@ -327,6 +330,10 @@ def _document_cross_cutting(app: FastAPI) -> None:
                     responses = op.setdefault("responses", {})
                     if "requestBody" in op:
                         responses.setdefault("400", problem("Malformed request"))
+                    if op.get("security"):
+                        # core/access.py: a caller without the permission gets 403, wherever it asks.
+                        responses.setdefault("401", problem("Not authenticated"))
+                        responses.setdefault("403", problem("Not allowed"))
                     creating = method == "post" and path.startswith("/api/v1/")
                     if creating and not path.startswith("/api/v1/auth/"):
                         op.setdefault("parameters", []).append(dict(idempotency_key))
@@ -335,6 +342,16 @@ def _document_cross_cutting(app: FastAPI) -> None:
         return app.openapi_schema or generate()
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(request.url.path):
+            methods |= set(route_methods)
+    return ", ".join(sorted(methods))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -355,9 +372,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "malformed_request")
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
         resp = problem_response(
-            request, code, params={"object": "object", "reason": str(exc.detail)},
-            headers=dict(exc.headers) if exc.headers else None,
+            request, code, params={"object": "object", "reason": str(exc.detail)}, headers=headers or None,
         )
         resp.status_code = exc.status_code
         return resp

@@ -34,7 +34,8 @@ async def readyz() -> JSONResponse:
         async with db.get_engine().connect() as conn:
             current = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
     except Exception:
-        return JSONResponse(Health(status="unavailable", database="unreachable").model_dump(), status_code=503)
+        unreachable = Health(status="unavailable", database="unreachable")
+        return JSONResponse(unreachable.model_dump(), status_code=503)
     head = head_revision()
     if current != head:
         body = Health(status="unavailable", database="ok", migrations=f"{current} != {head}")

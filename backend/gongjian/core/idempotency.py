@@ -135,21 +135,27 @@ class IdempotencyMiddleware:
             await session.execute(
                 delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - KEY_TTL)
             )
-            inserted = await session.execute(
-                insert(IdempotencyRecord)
-                .values(caller=caller, key=key, request_hash=digest, created_at=now)
-                .on_conflict_do_nothing()
-                .returning(IdempotencyRecord.key)
-            )
-            if inserted.first() is not None:
-                return None
-            record = (
-                await session.execute(
-                    select(IdempotencyRecord)
-                    .where(IdempotencyRecord.caller == caller, IdempotencyRecord.key == key)
-                    .with_for_update()
+            for _ in range(3):
+                inserted = await session.execute(
+                    insert(IdempotencyRecord)
+                    .values(caller=caller, key=key, request_hash=digest, created_at=now)
+                    .on_conflict_do_nothing()
+                    .returning(IdempotencyRecord.key)
                 )
-            ).scalar_one()
+                if inserted.first() is not None:
+                    return None
+                record = (
+                    await session.execute(
+                        select(IdempotencyRecord)
+                        .where(IdempotencyRecord.caller == caller, IdempotencyRecord.key == key)
+                        .with_for_update()
+                    )
+                ).scalar_one_or_none()
+                if record is not None:
+                    break
+                # The holder failed and released the key between our insert and select: try again.
+            else:
+                return "in_progress"
             if record.request_hash != digest:
                 return "mismatch"
             if record.status_code is None:

@@ -76,4 +76,27 @@ async def paginate(
     return rows, next_cursor
 
 
+async def paginate_by_key(
+    session: AsyncSession, stmt: Select[Any], key: Any, params: PageParams
+) -> tuple[list[Any], str | None]:
+    """Page in the order of one unique string column (e.g. the organization path: tree order,
+    which the path index serves directly however large the subtree)."""
+    if params.cursor:
+        try:
+            padded = params.cursor + "=" * (-len(params.cursor) % 4)
+            tag, last = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        except (ValueError, TypeError, json.JSONDecodeError) as exc:
+            raise ProblemError("invalid_cursor") from exc
+        if tag != "k" or not isinstance(last, str):
+            raise ProblemError("invalid_cursor")
+        stmt = stmt.where(key > last)
+    rows = list((await session.execute(stmt.order_by(key).limit(params.limit + 1))).scalars().all())
+    next_cursor = None
+    if len(rows) > params.limit:
+        rows = rows[: params.limit]
+        raw = json.dumps(["k", getattr(rows[-1], key.key)]).encode()
+        next_cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return rows, next_cursor
+
+
 PageParamsDep = Annotated[PageParams, Depends(page_params)]

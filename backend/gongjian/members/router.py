@@ -151,7 +151,7 @@ async def read_member_personal_data(
     "/reportings",
     response_model=Page[ReportingOut],
     summary="List 双报到 reportings in scope",
-    responses=problem_responses(400, 401, 422),
+    responses=problem_responses(400, 401, 403, 422),
 )
 async def list_reportings(
     session: SessionDep,
@@ -164,6 +164,7 @@ async def list_reportings(
     member_id: uuid.UUID | None = None,
     resident_unit_id: uuid.UUID | None = None,
 ) -> Page[ReportingOut]:
+    require(principal, Perm.reports_read)
     stmt = service.reporting_list_query(
         principal,
         kind=kind,

@@ -311,11 +311,7 @@ COUNTERS["members"] = _count_members
 
 
 def _reporting_readable(principal: Principal) -> ColumnElement[bool]:
-    # Whoever may submit (the member, the unit's liaison, staff) or review (community staff).
-    return or_(
-        scope_condition(Reporting, principal, Perm.reports_submit),
-        scope_condition(Reporting, principal, Perm.reports_review),
-    )
+    return scope_condition(Reporting, principal, Perm.reports_read)
 
 
 def reporting_out(reporting: Reporting) -> ReportingOut:
@@ -323,11 +319,7 @@ def reporting_out(reporting: Reporting) -> ReportingOut:
 
 
 async def get_reporting(session: AsyncSession, principal: Principal, reporting_id: uuid.UUID) -> Reporting:
-    stmt = select(Reporting).where(Reporting.id == reporting_id, _reporting_readable(principal))
-    reporting = (await session.execute(stmt)).scalar_one_or_none()
-    if reporting is None:
-        raise not_found("reporting")
-    return reporting
+    return await get_visible(session, Reporting, reporting_id, principal, Perm.reports_read, name="reporting")
 
 
 def reporting_list_query(

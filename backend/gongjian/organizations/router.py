@@ -11,7 +11,7 @@ from gongjian.core.access import Perm, get_visible, require, visible
 from gongjian.core.concurrency import IfMatch, check_if_match, set_etag
 from gongjian.core.db import SessionDep
 from gongjian.core.errors import problem_responses
-from gongjian.core.pagination import Page, PageParamsDep, paginate
+from gongjian.core.pagination import Page, PageParamsDep, paginate, paginate_by_key
 from gongjian.organizations import service
 from gongjian.organizations.models import CommitteeMember, Organization, OrgKind, OrgLevel
 from gongjian.organizations.schemas import (
@@ -33,7 +33,7 @@ router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"])
     "",
     response_model=Page[OrganizationOut],
     summary="List organizations in scope",
-    responses=problem_responses(400, 401, 404, 422),
+    responses=problem_responses(400, 401, 403, 404, 422),
 )
 async def list_organizations(
     session: SessionDep,
@@ -45,9 +45,11 @@ async def list_organizations(
     under: Annotated[uuid.UUID | None, Query(description="Only the descendants of this organization")] = None,
     q: Annotated[str | None, Query(max_length=100, description="Name contains")] = None,
 ) -> Page[OrganizationOut]:
+    require(principal, Perm.organizations_read)
     under_org = await service.get(session, principal, under) if under else None
     stmt = service.list_query(principal, kind=kind, level=level, parent_id=parent_id, under=under_org, q=q)
-    rows, cursor = await paginate(session, stmt, Organization, page)
+    # Tree order: parents before their children, and the path index serves any subtree size.
+    rows, cursor = await paginate_by_key(session, stmt, Organization.path, page)
     return Page(items=[OrganizationOut.model_validate(r) for r in rows], next_cursor=cursor)
 
 

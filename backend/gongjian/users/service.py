@@ -166,7 +166,19 @@ async def create(session: AsyncSession, principal: Principal, data: UserCreate) 
     return user
 
 
+async def _ensure_manages_all_of(session: AsyncSession, principal: Principal, user: User) -> None:
+    """Editing an account acts on every role it holds: the caller must hold users:write over all
+    of them (so a community secretary cannot disable someone who is also another community's
+    admin, or a platform admin)."""
+    beyond = select(RoleAssignment.id).where(
+        RoleAssignment.user_id == user.id, ~scope_condition(RoleAssignment, principal, Perm.users_write)
+    )
+    if (await session.execute(beyond.limit(1))).first() is not None:
+        raise ProblemError("forbidden")
+
+
 async def update(session: AsyncSession, principal: Principal, user: User, data: UserUpdate) -> User:
+    await _ensure_manages_all_of(session, principal, user)
     before = audit.snapshot(user)
     changes = data.model_dump(exclude_unset=True)
     if changes.get("is_active") is False and user.id == principal.id:
