@@ -360,3 +360,16 @@ async def test_anyone_may_change_their_own_password(client, world: World):
         )
         assert r.status_code == 204, (who, r.text)
         assert (await login(client, who, "Changed#2026")).status_code == 200
+
+
+async def test_admin_cannot_withdraw_own_platform_admin_role(client, world):
+    me = await client.get(f"/api/v1/users/{world.users['admin'].id}", headers=world.h("admin"))
+    assert me.status_code == 200, me.text
+    admin_role = next(a for a in me.json()["role_assignments"] if a["role"] == "platform_admin")
+    r = await client.delete(
+        f"/api/v1/users/{world.users['admin'].id}/role-assignments/{admin_role['id']}", headers=world.h("admin")
+    )
+    assert r.status_code == 409, r.text
+    assert r.json()["code"] == "cannot_remove_own_admin"
+    again = await client.get("/api/v1/auth/me", headers=world.h("admin"))
+    assert "platform_admin" in again.json()["roles"]

@@ -147,7 +147,9 @@ async def _load_user_principal(session: AsyncSession, user_id: uuid.UUID) -> Pri
     rows = (await session.execute(stmt)).all()
     if not rows:
         return None
-    grants = [_grant(role, org_id, path, unit_id) for _, role, org_id, path, unit_id in rows if role is not None]
+    grants = [
+        _grant(role, org_id, path, unit_id) for _, role, org_id, path, unit_id in rows if role is not None
+    ]
     return Principal(kind="user", id=user_id, name=rows[0].username, grants=grants)
 
 

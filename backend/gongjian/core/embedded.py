@@ -21,7 +21,11 @@ def start_embedded(data_dir: Path, database: str = "gongjian") -> str:
     # bytes), so keep it short: a private folder in the temp dir, not under data_dir.
     if not os.environ.get("XDG_RUNTIME_DIR"):
         runtime = Path(tempfile.gettempdir()) / f"gongjian-{os.getuid()}"
-        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        runtime.mkdir(exist_ok=True, mode=0o700)
+        if runtime.is_symlink() or runtime.stat().st_uid != os.getuid():  # not ours: do not use it
+            runtime = (data_dir / "run").resolve()
+            runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        runtime.chmod(0o700)  # what XDG (and platformdirs) expect of a runtime dir
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     import pgserver  # imported here: only the embedded mode needs it
 

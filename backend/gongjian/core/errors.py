@@ -70,6 +70,9 @@ ERRORS: dict[str, ErrorSpec] = {
     "invalid_scope": ErrorSpec(400, "申请的权限范围无效：{scope}", "Invalid or unknown scope: {scope}"),
     "wrong_current_password": ErrorSpec(422, "当前密码不正确", "The current password is wrong"),
     "cannot_disable_self": ErrorSpec(409, "不能停用自己的账号", "You cannot disable your own account"),
+    "cannot_remove_own_admin": ErrorSpec(
+        409, "不能撤销自己的平台管理员角色", "You cannot withdraw your own platform admin role"
+    ),
     "account_locked": ErrorSpec(
         423,
         "登录失败次数过多，账号已锁定，请在{minutes}分钟后重试",

@@ -257,6 +257,9 @@ async def add_assignment(
 
 
 async def remove_assignment(session: AsyncSession, principal: Principal, assignment: RoleAssignment) -> None:
+    # Another admin must do it, so the platform always keeps one who can act.
+    if assignment.role == Role.platform_admin and assignment.user_id == principal.user_id:
+        raise ProblemError("cannot_remove_own_admin")
     await audit.record(
         session,
         principal,
