@@ -51,6 +51,38 @@ def capture_sql(engine: AsyncEngine) -> Iterator[list[tuple[str, tuple[Any, ...]
         event.remove(engine.sync_engine, "before_cursor_execute", listener)
 
 
+@contextmanager
+def capture_round_trips(engine: AsyncEngine) -> Iterator[list[tuple[str, tuple[Any, ...]]]]:
+    """Like `capture_sql`, plus the transaction boundaries the engine drives, as ("BEGIN", ()),
+    ("COMMIT", ()) and ("ROLLBACK", ()) entries in the order they happen."""
+    captured: list[tuple[str, tuple[Any, ...]]] = []
+
+    def statement(
+        conn: Any, cursor: Any, stmt: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
+        captured.append((stmt, tuple(parameters or ())))
+
+    def boundary(name: str) -> Callable[..., None]:
+        def listener(conn: Any, *args: Any) -> None:
+            captured.append((name, ()))
+
+        return listener
+
+    listeners: list[tuple[str, Callable[..., None]]] = [
+        ("before_cursor_execute", statement),
+        ("begin", boundary("BEGIN")),
+        ("commit", boundary("COMMIT")),
+        ("rollback", boundary("ROLLBACK")),
+    ]
+    for name, fn in listeners:
+        event.listen(engine.sync_engine, name, fn)
+    try:
+        yield captured
+    finally:
+        for name, fn in listeners:
+            event.remove(engine.sync_engine, name, fn)
+
+
 _SCAN = re.compile(
     r"(?:Parallel )?(?:Index Only Scan|Index Scan|Bitmap Index Scan|Bitmap Heap Scan|Seq Scan"
     r"|CTE Scan|WorkTable Scan)(?: Backward)?(?: using \S+)? on \S+"

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from tests.bench.common import capture_sql
+from tests.bench.common import capture_round_trips
 from tests.bench.dataset import ROOT, Actors, Database, Tree, connect
 from tests.bench.loadgen import run_load
 
@@ -155,14 +155,25 @@ class CpuMeter:
         return out
 
 
+def _param_spec(params: tuple[Any, ...], req: dict[str, str]) -> list[dict[str, Any]]:
+    """How each bound value comes from the request: {"req": name} when it is a value taken from
+    the request (the token's subject, the path's id, the kind filter), else {"const": value}."""
+    mapped: list[dict[str, Any]] = []
+    for v in params:
+        key = req.get(str(v))
+        mapped.append({"req": key} if key else {"const": v if isinstance(v, int | float | str) else str(v)})
+    return mapped
+
+
 async def _capture(db: Database, actors: Actors, tree: Tree) -> dict[str, Any]:
-    """The statements the real app sends for each principal and operation, and the tokens."""
-    from gongjian.auth.service import load_principal
+    """What the real app sends to PostgreSQL for each principal and operation, and the tokens.
+
+    The requests go through the app itself (gongjian.main:app, in-process over ASGI) and every
+    round trip its engine drives is recorded: transaction boundaries and statements with their
+    bound values, in order. The bare app replays exactly that list (see bare_app.py)."""
     from gongjian.core import db as core_db
-    from gongjian.core.pagination import PageParams, paginate
-    from gongjian.core.security import create_access_token, decode_access_token
-    from gongjian.organizations import service
-    from gongjian.organizations.models import Organization, OrgKind
+    from gongjian.core.security import create_access_token
+    from gongjian.main import app
 
     engine = core_db.init_engine(db.url, pool_size=1, max_overflow=0)
     street = actors.org_admin_street
@@ -172,48 +183,43 @@ async def _capture(db: Database, actors: Actors, tree: Tree) -> dict[str, Any]:
         "admin": (actors.admin_id, "platform_admin", rnd.sample(tree.nodes, 200)),
         "org_admin": (actors.org_admin_id, "org_admin", rnd.sample(in_street, 200)),
     }
-    out: dict[str, Any] = {"routes": {}, "tokens": {}, "ids": {}, "auth": {}}
-
-    def spec(params: tuple[Any, ...], req: dict[str, str]) -> list[dict[str, Any]]:
-        mapped: list[dict[str, Any]] = []
-        for v in params:
-            key = req.get(str(v))
-            mapped.append(
-                {"req": key} if key else {"const": v if isinstance(v, int | float | str) else str(v)}
-            )
-        return mapped
-
+    out: dict[str, Any] = {"routes": {}, "tokens": {}, "ids": {}, "bodies": {}}
     try:
-        for name, (user_id, role, nodes) in who.items():
-            token, _ = create_access_token(subject=str(user_id), kind="user", roles=[role], ttl=3600)
-            claims = decode_access_token(token)
-            sample = nodes[0]
-            async with core_db.sessionmaker()() as s:
-                with capture_sql(engine) as cap:
-                    principal = await load_principal(s, claims)
-                user_stmt, grants_stmt = cap[0], cap[-1]
-                with capture_sql(engine) as cap:
-                    await service.get(s, principal, sample.id)
-                get_stmt = cap[-1]
-                with capture_sql(engine) as cap:
-                    await paginate(
-                        s,
-                        service.list_query(principal, kind=OrgKind.branch),
-                        Organization,
-                        PageParams(limit=50),
-                    )
-                list_stmt = cap[-1]
-            out["tokens"][name] = token
-            out["ids"][name] = [str(n.id) for n in nodes]
-            out["routes"][name] = {
-                "get": {"sql": get_stmt[0], "params": spec(get_stmt[1], {str(sample.id): "org_id"})},
-                "list": {"sql": list_stmt[0], "params": spec(list_stmt[1], {"branch": "kind"})},
-            }
-            # The principal-loading statements are the same for every user but for the id.
-            out["auth"] = {
-                "user": {"sql": user_stmt[0], "params": spec(user_stmt[1], {str(user_id): "sub"})},
-                "grants": {"sql": grants_stmt[0], "params": spec(grants_stmt[1], {str(user_id): "sub"})},
-            }
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://capture"
+        ) as client:
+            for name, (user_id, role, nodes) in who.items():
+                token, _ = create_access_token(subject=str(user_id), kind="user", roles=[role], ttl=3600)
+                headers = {"Authorization": f"Bearer {token}"}
+                sample = nodes[0]
+                routes: dict[str, Any] = {}
+                for op, url, req in (
+                    (
+                        "get",
+                        f"/api/v1/organizations/{sample.id}",
+                        {str(user_id): "sub", str(sample.id): "org_id"},
+                    ),
+                    ("list", f"/api/v1/organizations?{LIST_QUERY}", {str(user_id): "sub", "branch": "kind"}),
+                ):
+                    await client.get(url, headers=headers)  # once, so nothing first-time is recorded
+                    with capture_round_trips(engine) as cap:
+                        resp = await client.get(url, headers=headers)
+                    if resp.status_code != 200:
+                        raise RuntimeError(f"capture {name} {op}: {resp.status_code} {resp.text[:300]}")
+                    statements = [(sql, prm) for sql, prm in cap if sql not in ("BEGIN", "COMMIT", "ROLLBACK")]
+                    routes[op] = {
+                        # Every round trip of the request, in order, as the app sent it.
+                        "round_trips": [
+                            {"sql": sql, "params": _param_spec(prm, req)} for sql, prm in cap
+                        ],
+                        "statements": len(statements),
+                        # The statement that reads the organization(s): the request's last.
+                        "query": {"sql": statements[-1][0], "params": _param_spec(statements[-1][1], req)},
+                    }
+                    out["bodies"][f"{op}.{name}"] = resp.json()
+                out["tokens"][name] = token
+                out["ids"][name] = [str(n.id) for n in nodes]
+                out["routes"][name] = routes
     finally:
         await core_db.dispose_engine()
     return out

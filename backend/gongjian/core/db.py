@@ -57,6 +57,11 @@ class VersionedMixin:
         return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
 
 
+def contains(column: Any, text: str) -> Any:
+    """Case-insensitive "contains" with the user's %, _ and backslash taken literally."""
+    return column.icontains(text, autoescape=True)
+
+
 _engine: AsyncEngine | None = None
 _sessionmaker: async_sessionmaker[AsyncSession] | None = None
 

@@ -17,6 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from gongjian.auth.models import User
 from gongjian.core import audit
 from gongjian.core.access import Perm, Principal, ensure_org_in_scope, get_visible, visible
+from gongjian.core.db import contains
 from gongjian.core.errors import ProblemError, not_found
 from gongjian.grids.models import Building, GridAssignment, GridCell, GridLayer, GridRole
 from gongjian.grids.schemas import (
@@ -183,10 +184,6 @@ def building_out(building: Building) -> BuildingOut:
 # --- grid cells -----------------------------------------------------------------------------
 
 
-def _like(q: str) -> str:
-    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def _reject_nulls(changes: dict[str, Any], fields: Sequence[str]) -> None:
     errors = [
         {"loc": ["body", f], "msg": "may not be null", "type": "value_error"}
@@ -217,8 +214,7 @@ def list_cells_query(
     if layer is not None:
         stmt = stmt.where(GridCell.layers.contains([layer.value]))
     if q:
-        pattern = _like(q)
-        stmt = stmt.where(GridCell.name.ilike(pattern) | GridCell.code.ilike(pattern))
+        stmt = stmt.where(contains(GridCell.name, q) | contains(GridCell.code, q))
     if mine:
         own = select(GridAssignment.grid_cell_id).where(GridAssignment.user_id == principal.user_id)
         stmt = stmt.where(GridCell.id.in_(own))
@@ -495,8 +491,7 @@ def list_buildings_query(principal: Principal, cell: GridCell, q: str | None = N
         Building.grid_cell_id == cell.id
     )
     if q:
-        pattern = _like(q)
-        stmt = stmt.where(Building.name.ilike(pattern) | Building.address.ilike(pattern))
+        stmt = stmt.where(contains(Building.name, q) | contains(Building.address, q))
     return stmt
 
 

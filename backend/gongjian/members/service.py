@@ -22,7 +22,7 @@ from gongjian.core.access import (
     scope_condition,
     visible,
 )
-from gongjian.core.db import utcnow
+from gongjian.core.db import contains, utcnow
 from gongjian.core.errors import ProblemError, illegal_transition, not_found
 from gongjian.core.security import decrypt_pii, encrypt_pii, mask_id_number, mask_phone, pii_lookup_hash
 from gongjian.core.validators import is_valid_id_number
@@ -106,10 +106,6 @@ async def get(
     )
 
 
-def _escape_like(q: str) -> str:
-    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def list_query(
     principal: Principal,
     *,
@@ -134,7 +130,7 @@ def list_query(
     if grid_cell_id is not None:
         stmt = stmt.where(Member.grid_cell_id == grid_cell_id)
     if q:
-        stmt = stmt.where(Member.name.ilike(_escape_like(q)))
+        stmt = stmt.where(contains(Member.name, q))
     if id_number is not None:
         stmt = stmt.where(Member.id_number_hash == pii_lookup_hash(normalise_id_number(id_number)))
     if phone is not None:

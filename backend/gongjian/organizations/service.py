@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gongjian.core import audit
 from gongjian.core.access import Perm, Principal, get_visible, in_subtree, subtree_upper_bound, visible
+from gongjian.core.db import contains
 from gongjian.core.errors import ProblemError
 from gongjian.organizations.models import ALLOWED_PARENTS, CommitteeMember, Organization, OrgKind, OrgLevel
 from gongjian.organizations.schemas import (
@@ -62,8 +63,7 @@ def list_query(
     if under is not None:
         stmt = stmt.where(in_subtree(Organization.path, under.path), Organization.id != under.id)
     if q:
-        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        stmt = stmt.where(Organization.name.ilike(pattern))
+        stmt = stmt.where(contains(Organization.name, q))
     return stmt
 
 

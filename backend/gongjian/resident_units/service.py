@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gongjian.auth.models import RoleAssignment, User
 from gongjian.core import audit
 from gongjian.core.access import Perm, Principal, Role, ensure_org_in_scope, get_visible, visible
+from gongjian.core.db import contains
 from gongjian.core.errors import ProblemError
 from gongjian.core.validators import is_valid_credit_code
 from gongjian.organizations.models import Organization, OrgLevel
@@ -42,10 +43,6 @@ def checked_credit_code(code: str) -> str:
     return normalized
 
 
-def _escape_like(q: str) -> str:
-    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def list_query(
     principal: Principal,
     *,
@@ -63,7 +60,7 @@ def list_query(
         stmt = stmt.where(ResidentUnit.credit_code == normalize_credit_code(credit_code))
     if q:
         stmt = stmt.where(
-            or_(ResidentUnit.name.ilike(_escape_like(q)), ResidentUnit.address.ilike(_escape_like(q)))
+            or_(contains(ResidentUnit.name, q), contains(ResidentUnit.address, q))
         )
     return stmt
 

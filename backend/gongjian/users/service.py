@@ -12,7 +12,7 @@ from gongjian.auth.models import RoleAssignment, User
 from gongjian.auth.service import revoke_user_sessions
 from gongjian.core import audit
 from gongjian.core.access import Perm, Principal, Role, get_visible, scope_condition, visible
-from gongjian.core.db import utcnow
+from gongjian.core.db import contains, utcnow
 from gongjian.core.errors import ProblemError
 from gongjian.core.security import (
     check_password_strength,
@@ -31,8 +31,7 @@ from gongjian.users.schemas import RoleAssignmentIn, RoleAssignmentOut, UserCrea
 def list_query(principal: Principal, q: str | None = None, role: Role | None = None) -> Select[Any]:
     stmt = visible(select(User), User, principal, Perm.users_read)
     if q:
-        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        stmt = stmt.where(User.username.ilike(pattern) | User.display_name.ilike(pattern))
+        stmt = stmt.where(contains(User.username, q) | contains(User.display_name, q))
     if role:
         # Only roles held in the caller's scope count: another subtree's grants are not theirs to see.
         held = select(RoleAssignment.user_id).where(
