@@ -366,8 +366,9 @@ async def test_admin_cannot_withdraw_own_platform_admin_role(client, world):
     me = await client.get(f"/api/v1/users/{world.users['admin'].id}", headers=world.h("admin"))
     assert me.status_code == 200, me.text
     admin_role = next(a for a in me.json()["role_assignments"] if a["role"] == "platform_admin")
+    admin_id = world.users["admin"].id
     r = await client.delete(
-        f"/api/v1/users/{world.users['admin'].id}/role-assignments/{admin_role['id']}", headers=world.h("admin")
+        f"/api/v1/users/{admin_id}/role-assignments/{admin_role['id']}", headers=world.h("admin")
     )
     assert r.status_code == 409, r.text
     assert r.json()["code"] == "cannot_remove_own_admin"
