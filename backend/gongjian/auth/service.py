@@ -6,7 +6,7 @@ import math
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gongjian.auth.models import ApiClient, LoginFailure, RefreshToken, RoleAssignment, User
@@ -130,21 +130,26 @@ async def load_grants(session: AsyncSession, user_id: uuid.UUID) -> list[Grant]:
     return [_grant(*row) for row in (await session.execute(stmt)).all()]
 
 
+# The active user and their grants in one round trip. This runs on every request, so the statement
+# is built once, with the user id as a bound parameter: SQLAlchemy then reuses its memoized cache key
+# and compiled form instead of rebuilding the joins and re-hashing them on every request.
+_USER_PRINCIPAL = (
+    select(
+        User.username,
+        RoleAssignment.role,
+        RoleAssignment.org_id,
+        Organization.path,
+        RoleAssignment.unit_id,
+    )
+    .outerjoin(RoleAssignment, RoleAssignment.user_id == User.id)
+    .outerjoin(Organization, Organization.id == RoleAssignment.org_id)
+    .where(User.id == bindparam("user_id"), User.is_active.is_(True))
+)
+
+
 async def _load_user_principal(session: AsyncSession, user_id: uuid.UUID) -> Principal | None:
     """The active user and their grants in one round trip (this runs on every request)."""
-    stmt = (
-        select(
-            User.username,
-            RoleAssignment.role,
-            RoleAssignment.org_id,
-            Organization.path,
-            RoleAssignment.unit_id,
-        )
-        .outerjoin(RoleAssignment, RoleAssignment.user_id == User.id)
-        .outerjoin(Organization, Organization.id == RoleAssignment.org_id)
-        .where(User.id == user_id, User.is_active.is_(True))
-    )
-    rows = (await session.execute(stmt)).all()
+    rows = (await session.execute(_USER_PRINCIPAL, {"user_id": user_id})).all()
     if not rows:
         return None
     grants = [

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, exists, false, or_, select, true
+from sqlalchemy import Select, and_, bindparam, exists, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from gongjian.core.errors import ProblemError, not_found
 
@@ -235,6 +235,30 @@ def visible(stmt: Select[Any], model: Any, principal: Principal, perm: Perm) -> 
     return stmt.where(scope_condition(model, principal, perm))
 
 
+_OBJECT_ID: BindParameter[Any] = bindparam("visible_object_id")
+_STATEMENTS: dict[tuple[Any, ...], Select[Any]] = {}
+_STATEMENTS_MAX = 2048
+
+
+def _get_statement(model: Any, principal: Principal, perm: Perm, for_update: bool) -> Select[Any]:
+    """The SELECT of one object by id, filtered by the principal's scope, built once per principal
+    and grants: building it, and hashing it into SQLAlchemy's cache key, costs more than running it.
+    Everything the scope condition is made of is in the key (grants carry the org paths, so a moved
+    subtree or a changed role makes a new key)."""
+    grants = principal.grants_for(perm)
+    key = (model, perm, for_update, principal.kind, principal.id, tuple(grants))
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        stmt = select(model).where(model.id == _OBJECT_ID)
+        stmt = stmt.where(grants_condition(model, principal, grants))
+        if for_update:
+            stmt = stmt.with_for_update()
+        if len(_STATEMENTS) >= _STATEMENTS_MAX:
+            _STATEMENTS.pop(next(iter(_STATEMENTS)))  # the oldest
+        _STATEMENTS[key] = stmt
+    return stmt
+
+
 async def get_visible(
     session: AsyncSession,
     model: type[T],
@@ -253,11 +277,14 @@ async def get_visible(
     - it is inside the principal's scope, but no grant there carries `perm`: 403.
     """
     require(principal, perm)
-    stmt = select(model).where(model.id == object_id).options(*options)  # type: ignore[attr-defined]
-    stmt = visible(stmt, model, principal, perm)
-    if for_update:
-        stmt = stmt.with_for_update()
-    obj = (await session.execute(stmt)).scalar_one_or_none()
+    options = tuple(options)
+    stmt = _get_statement(model, principal, perm, for_update) if not options else None
+    if stmt is None:
+        stmt = select(model).where(model.id == _OBJECT_ID).options(*options)  # type: ignore[attr-defined]
+        stmt = visible(stmt, model, principal, perm)
+        if for_update:
+            stmt = stmt.with_for_update()
+    obj: T | None = (await session.execute(stmt, {"visible_object_id": object_id})).scalar_one_or_none()
     if obj is None:
         in_scope = select(
             exists().where(

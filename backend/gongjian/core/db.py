@@ -96,13 +96,18 @@ async def dispose_engine() -> None:
 
 
 async def get_session() -> AsyncIterator[AsyncSession]:
-    async with sessionmaker()() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
+    # Not `async with session`: its exit closes the session in a task of its own, shielded from
+    # cancellation, a task per request. FastAPI already runs this cleanup (the code after `yield`)
+    # shielded from cancellation, so closing here directly is as safe and cheaper.
+    session = sessionmaker()()
+    try:
+        yield session
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
+    finally:
+        await session.close()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -33,7 +33,7 @@ class PageParams(BaseModel):
     limit: int = 20
 
 
-def page_params(
+async def page_params(  # async: a plain `def` dependency would be run in the thread pool
     cursor: Annotated[
         str | None, Query(max_length=200, description="Opaque cursor from `next_cursor`")
     ] = None,
