@@ -127,6 +127,7 @@ def _capacity(text: str) -> int | None:
     return max(numbers) if numbers else None
 
 
+@lru_cache(maxsize=65_536)
 def read(title: str, description: str, *, is_need: bool) -> Reading:
     affirmed, negated = _split_negated(f"{title}。{description}", is_need=is_need)
     found = _concepts_in(affirmed)
