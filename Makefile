@@ -44,8 +44,9 @@ typecheck: install
 openapi: install
 	$(BIN)/gongjian openapi --output openapi/openapi.json
 
-## Benchmarks; results written to bench/results/latest.json
+## Benchmarks; results written to bench/results/ (latest.json: org tree and HTTP; matching.json: matching engine)
 bench: install
+	$(BIN)/python -m tests.bench.matching --output bench/results/matching.json
 	$(BIN)/python -m tests.bench.run --output bench/results/latest.json
 
 clean:

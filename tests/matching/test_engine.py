@@ -18,7 +18,6 @@ def test_public_file_meets_the_targets() -> None:
     assert figures["recall_at_k"] >= 0.95, figures
 
 
-@pytest.mark.skipif(not (HERE / "heldout_like.json").exists(), reason="no second labeled file")
 def test_a_file_written_by_someone_else_in_other_words() -> None:
     # Written independently of the engine, other places and wording: guards against fitting the public file.
     figures = evaluate(heldout_like_data())

@@ -31,8 +31,8 @@ from gongjian.matching.text import Reading, read
 EARTH_RADIUS_KM = 6371.0
 K1 = 1.2
 B = 0.75
-CONCEPT_WEIGHT = 2.0
-AUDIENCE_WEIGHT = 0.5
+CONCEPT_WEIGHT = 3.0
+AUDIENCE_WEIGHT = 0.75
 RERANK_DEPTH = 20
 WEAK_BELOW = 0.12
 BATCH = 512
@@ -72,6 +72,8 @@ class Match:
     score: float
     weak: bool
     explanation: dict[str, Any] = field(default_factory=dict)
+    resource_index: int = -1
+    notes: list[str] = field(default_factory=list)
 
 
 def haversine_km(lat1: Any, lng1: Any, lat2: Any, lng2: Any) -> Any:
@@ -183,7 +185,11 @@ class Matcher:
             scored.sort(key=lambda m: -m.score)
             strong = [m for m in scored if not m.weak]
             weak = [m for m in scored if m.weak] if include_weak else []
-            out.append((strong + weak)[:limit])
+            chosen = (strong + weak)[:limit]
+            for m in chosen:  # explaining costs more than judging: only what is returned
+                m.explanation = self._explain(need, readings[i], self.resources[m.resource_index],
+                                              self.readings[m.resource_index], m.notes)
+            out.append(chosen)
         return out
 
     def _feasible(self, needs: Sequence[NeedInput], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -225,10 +231,7 @@ class Matcher:
             notes.append("没有共同的服务内容，只是服务对象相同或字面相近")
         score = min(1.0, relevance * factor * 5.0)
         return Match(
-            resource_key=resource.key,
-            score=round(score, 4),
-            weak=score < WEAK_BELOW,
-            explanation=self._explain(need, nr, resource, rr, shared, notes),
+            resource_key=resource.key, score=round(score, 4), weak=score < WEAK_BELOW, resource_index=j, notes=notes
         )
 
     def _explain(
@@ -237,9 +240,9 @@ class Matcher:
         nr: Reading,
         resource: ResourceInput,
         rr: Reading,
-        shared: frozenset[str],
         notes: list[str],
     ) -> dict[str, Any]:
+        shared = nr.concepts & rr.concepts
         words = sorted(set(nr.words) & set(rr.words), key=lambda w: (-len(w), w))[:8]
         concepts = [
             {"concept": c, "label": CONCEPTS[c][0], "need_words": list(nr.evidence[c][:3]),

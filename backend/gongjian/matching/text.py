@@ -54,12 +54,7 @@ def _term_pattern() -> tuple[re.Pattern[str], dict[str, list[str]]]:
 
 def segment(text: str) -> list[str]:
     """The words of `text`, lower-cased, punctuation dropped."""
-    tok = _tokenizer()
-    words: list[str] = []
-    for chunk in _SPLIT.split(text.lower()):
-        if chunk:
-            words.extend(w for w in tok.lcut(chunk, HMM=False) if w.strip())
-    return words
+    return [w for w in _tokenizer().lcut(text.lower(), HMM=False) if not _SPLIT.fullmatch(w)]
 
 
 def content_words(text: str) -> list[str]:
