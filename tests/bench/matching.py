@@ -131,8 +131,16 @@ def _ours(n_needs: int) -> dict[str, Any]:
     }
 
 
-def _feasible(need: Any, resources: list[Any], lat: np.ndarray, lng: np.ndarray, radius: np.ndarray,
-              r_from: np.ndarray, r_to: np.ndarray, usable: np.ndarray) -> np.ndarray:
+def _feasible(
+    need: Any,
+    resources: list[Any],
+    lat: np.ndarray,
+    lng: np.ndarray,
+    radius: np.ndarray,
+    r_from: np.ndarray,
+    r_to: np.ndarray,
+    usable: np.ndarray,
+) -> np.ndarray:
     from gongjian.matching.engine import haversine_km
 
     dist = haversine_km(need.lat, need.lng, lat, lng)
@@ -159,8 +167,12 @@ class Baseline:
         self.usable = np.array([r.usable and r.remaining_quantity > 0 for r in resources])
 
     def rank(self, need: Any, k: int = 5) -> list[Any]:
-        scores = np.asarray(self.bm25.get_scores(self.segment(f"{need.title} {need.description}")), dtype=float)
-        ok = _feasible(need, self.resources, self.lat, self.lng, self.radius, self.r_from, self.r_to, self.usable)
+        scores = np.asarray(
+            self.bm25.get_scores(self.segment(f"{need.title} {need.description}")), dtype=float
+        )
+        ok = _feasible(
+            need, self.resources, self.lat, self.lng, self.radius, self.r_from, self.r_to, self.usable
+        )
         scores = np.where(ok & (scores > 0), scores, -np.inf)
         top = np.argsort(-scores)[:k]
         return [self.resources[i].key for i in top if np.isfinite(scores[i])]
@@ -243,13 +255,19 @@ def run(log: Any = print) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "matching.json")
     args = parser.parse_args()
     result = run()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("speedup_10k_wall", "rank_time_growth", "pass")}, ensure_ascii=False))
+    print(
+        json.dumps(
+            {k: result[k] for k in ("speedup_10k_wall", "rank_time_growth", "pass")}, ensure_ascii=False
+        )
+    )
 
 
 if __name__ == "__main__":

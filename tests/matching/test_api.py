@@ -16,7 +16,9 @@ from tests.factories import World
 from tests.matching.conftest import load_public, public_data
 
 
-async def _run(client: httpx.AsyncClient, w: World, run_jobs: Any, org: str, who: str = "street") -> dict[str, Any]:
+async def _run(
+    client: httpx.AsyncClient, w: World, run_jobs: Any, org: str, who: str = "street"
+) -> dict[str, Any]:
     r = await client.post("/api/v1/matching/runs", json={"org_id": str(w.orgs[org].id)}, headers=w.h(who))
     assert r.status_code == 202, r.text
     assert r.json()["status"] == "queued"
@@ -26,7 +28,9 @@ async def _run(client: httpx.AsyncClient, w: World, run_jobs: Any, org: str, who
     return r.json()
 
 
-async def _matches(client: httpx.AsyncClient, w: World, need: Need, who: str = "street", **params: Any) -> Any:
+async def _matches(
+    client: httpx.AsyncClient, w: World, need: Need, who: str = "street", **params: Any
+) -> Any:
     return await client.get(f"/api/v1/needs/{need.id}/matches", params=params, headers=w.h(who))
 
 
@@ -109,9 +113,13 @@ async def test_wrong_scope_is_not_found(
         assert (await _matches(client, w, need, who=who)).status_code == 404
     assert (await _matches(client, w, need, who="resident")).status_code == 403
     assert (await _matches(client, w, need, who="member")).status_code == 403
-    r = await client.post("/api/v1/matching/runs", json={"org_id": str(w.orgs["street_a"].id)}, headers=w.h("secretary2"))
+    r = await client.post(
+        "/api/v1/matching/runs", json={"org_id": str(w.orgs["street_a"].id)}, headers=w.h("secretary2")
+    )
     assert r.status_code == 404
-    r = await client.post("/api/v1/matching/runs", json={"org_id": str(w.orgs["a1"].id)}, headers=w.h("gridworker"))
+    r = await client.post(
+        "/api/v1/matching/runs", json={"org_id": str(w.orgs["a1"].id)}, headers=w.h("gridworker")
+    )
     assert r.status_code == 403
     run = await _run(client, w, run_jobs, "a1", who="secretary")
     r = await client.get(f"/api/v1/matching/runs/{run['id']}", headers=w.h("secretary2"))
@@ -143,10 +151,14 @@ async def test_dismissed_pairs_are_not_proposed_again(
     _, needs = await load_public(session, w)
     need = needs["N001"]
     top = await _first_suggestion(client, w, need)
-    r = await client.post(f"/api/v1/matching/suggestions/{top['id']}/dismiss", json={"reason": ""}, headers=w.h("secretary"))
+    r = await client.post(
+        f"/api/v1/matching/suggestions/{top['id']}/dismiss", json={"reason": ""}, headers=w.h("secretary")
+    )
     assert r.status_code == 422
     r = await client.post(
-        f"/api/v1/matching/suggestions/{top['id']}/dismiss", json={"reason": "已有其他安排"}, headers=w.h("secretary")
+        f"/api/v1/matching/suggestions/{top['id']}/dismiss",
+        json={"reason": "已有其他安排"},
+        headers=w.h("secretary"),
     )
     assert r.status_code == 200 and r.json()["state"] == "dismissed"
     await _run(client, w, run_jobs, "street_a")
@@ -154,10 +166,14 @@ async def test_dismissed_pairs_are_not_proposed_again(
     assert top["resource"]["id"] not in [i["resource"]["id"] for i in again]
     # Dismissed is final: neither dismissed again nor accepted.
     r = await client.post(
-        f"/api/v1/matching/suggestions/{top['id']}/dismiss", json={"reason": "again"}, headers=w.h("secretary")
+        f"/api/v1/matching/suggestions/{top['id']}/dismiss",
+        json={"reason": "again"},
+        headers=w.h("secretary"),
     )
     assert r.status_code == 409
-    r = await client.post(f"/api/v1/matching/suggestions/{top['id']}/accept", json={}, headers=w.h("secretary"))
+    r = await client.post(
+        f"/api/v1/matching/suggestions/{top['id']}/accept", json={}, headers=w.h("secretary")
+    )
     assert r.status_code == 409
     r = await client.post(
         f"/api/v1/matching/suggestions/{top['id']}/dismiss", json={"reason": "x"}, headers=w.h("secretary2")
@@ -205,5 +221,7 @@ async def test_accepting_more_than_is_left_writes_nothing(
     assert await session.scalar(select(func.count()).select_from(Project)) == 0
     await session.refresh(need)
     assert need.state == "collected"
-    r = await client.post(f"/api/v1/matching/suggestions/{top['id']}/accept", json={"quantity": -1}, headers=w.h("secretary"))
+    r = await client.post(
+        f"/api/v1/matching/suggestions/{top['id']}/accept", json={"quantity": -1}, headers=w.h("secretary")
+    )
     assert r.status_code == 422

@@ -9,7 +9,7 @@ import pytest
 from gongjian.matching.engine import Matcher, NeedInput, ResourceInput, haversine_km
 from gongjian.matching.evaluation import evaluate, need_input, resource_input
 from gongjian.matching.text import read
-from tests.matching.conftest import HERE, heldout_like_data, public_data
+from tests.matching.conftest import heldout_like_data, public_data
 
 
 def test_public_file_meets_the_targets() -> None:
@@ -41,8 +41,13 @@ def test_no_suggestion_breaks_a_hard_constraint(loader) -> None:  # type: ignore
 
 def _resource(key: str, title: str, description: str, **kw: object) -> ResourceInput:
     base: dict[str, object] = dict(
-        category="service", available_from=date(2026, 1, 1), available_to=date(2026, 12, 31),
-        lat=25.0, lng=103.0, serves_radius_km=5.0, remaining_quantity=10,
+        category="service",
+        available_from=date(2026, 1, 1),
+        available_to=date(2026, 12, 31),
+        lat=25.0,
+        lng=103.0,
+        serves_radius_km=5.0,
+        remaining_quantity=10,
     )
     base.update(kw)
     return ResourceInput(key=key, title=title, description=description, **base)  # type: ignore[arg-type]
@@ -50,31 +55,39 @@ def _resource(key: str, title: str, description: str, **kw: object) -> ResourceI
 
 def _need(title: str, description: str, **kw: object) -> NeedInput:
     base: dict[str, object] = dict(
-        key="n", category="service", wanted_from=date(2026, 3, 1), wanted_to=date(2026, 6, 30),
-        lat=25.001, lng=103.001,
+        key="n",
+        category="service",
+        wanted_from=date(2026, 3, 1),
+        wanted_to=date(2026, 6, 30),
+        lat=25.001,
+        lng=103.001,
     )
     base.update(kw)
     return NeedInput(title=title, description=description, **base)  # type: ignore[arg-type]
 
 
 def test_synonyms_meet_without_a_shared_word() -> None:
-    matcher = Matcher([
-        _resource("meal", "长者饭堂", "为60岁以上老人提供午餐，可送餐上门"),
-        _resource("law", "法律明白人驻点", "解答婚姻家庭、邻里纠纷等法律问题"),
-    ])
+    matcher = Matcher(
+        [
+            _resource("meal", "长者饭堂", "为60岁以上老人提供午餐，可送餐上门"),
+            _resource("law", "法律明白人驻点", "解答婚姻家庭、邻里纠纷等法律问题"),
+        ]
+    )
     [matches] = matcher.rank([_need("独居老人吃饭难", "老人自己开火不安全，想有个就近吃饭的地方")])
     assert [m.resource_key for m in matches][:1] == ["meal"]
     assert "助餐送餐" in matches[0].explanation["summary"]
 
 
 def test_exhausted_out_of_radius_and_out_of_window_are_never_suggested() -> None:
-    matcher = Matcher([
-        _resource("gone", "长者助餐", "老人午餐送餐上门", remaining_quantity=0),
-        _resource("far", "长者助餐", "老人午餐送餐上门", lat=25.2),
-        _resource("late", "长者助餐", "老人午餐送餐上门", available_from=date(2026, 9, 1)),
-        _resource("withdrawn", "长者助餐", "老人午餐送餐上门", usable=False),
-        _resource("ok", "长者助餐", "老人午餐送餐上门"),
-    ])
+    matcher = Matcher(
+        [
+            _resource("gone", "长者助餐", "老人午餐送餐上门", remaining_quantity=0),
+            _resource("far", "长者助餐", "老人午餐送餐上门", lat=25.2),
+            _resource("late", "长者助餐", "老人午餐送餐上门", available_from=date(2026, 9, 1)),
+            _resource("withdrawn", "长者助餐", "老人午餐送餐上门", usable=False),
+            _resource("ok", "长者助餐", "老人午餐送餐上门"),
+        ]
+    )
     [matches] = matcher.rank([_need("老人吃饭难", "想要送餐上门")], include_weak=True)
     assert [m.resource_key for m in matches] == ["ok"]
 
@@ -82,23 +95,33 @@ def test_exhausted_out_of_radius_and_out_of_window_are_never_suggested() -> None
 def test_what_a_resource_says_it_does_not_do_counts_against_it() -> None:
     reading = read("普法宣传展板出借", "只借物料，不派人讲解，也不做法律咨询。", is_need=False)
     assert "legal" in reading.excluded and "legal" not in reading.concepts
-    matcher = Matcher([
-        _resource("boards", "普法宣传展板出借", "只借物料，不派人讲解，也不做法律咨询。", category="goods"),
-        _resource("lawyer", "律师坐班", "每周一次法律咨询，免费解答物业纠纷"),
-    ])
-    [matches] = matcher.rank([_need("物业纠纷想请律师", "想请律师讲讲法律规定，做做法律咨询")], include_weak=True)
+    matcher = Matcher(
+        [
+            _resource(
+                "boards", "普法宣传展板出借", "只借物料，不派人讲解，也不做法律咨询。", category="goods"
+            ),
+            _resource("lawyer", "律师坐班", "每周一次法律咨询，免费解答物业纠纷"),
+        ]
+    )
+    [matches] = matcher.rank(
+        [_need("物业纠纷想请律师", "想请律师讲讲法律规定，做做法律咨询")], include_weak=True
+    )
     assert matches[0].resource_key == "lawyer"
     boards = [m for m in matches if m.resource_key == "boards"]
     assert not boards or boards[0].score < matches[0].score / 2
 
 
 def test_a_venue_too_small_is_marked_down() -> None:
-    matcher = Matcher([
-        _resource("small", "排练厅预约", "适合40人以内的排练和会议", category="venue"),
-        _resource("hall", "报告厅借用", "报告厅能坐150人，可开会", category="venue"),
-    ])
-    [matches] = matcher.rank([_need("党员大会缺会场", "86名党员集中学习开会，想借会场", category="venue",
-                                    beneficiaries=86)], include_weak=True)
+    matcher = Matcher(
+        [
+            _resource("small", "排练厅预约", "适合40人以内的排练和会议", category="venue"),
+            _resource("hall", "报告厅借用", "报告厅能坐150人，可开会", category="venue"),
+        ]
+    )
+    [matches] = matcher.rank(
+        [_need("党员大会缺会场", "86名党员集中学习开会，想借会场", category="venue", beneficiaries=86)],
+        include_weak=True,
+    )
     assert matches[0].resource_key == "hall"
 
 

@@ -131,13 +131,16 @@ class Matcher:
         self._r_lat = np.array([np.nan if r.lat is None else r.lat for r in self.resources], dtype=float)
         self._r_lng = np.array([np.nan if r.lng is None else r.lng for r in self.resources], dtype=float)
         self._r_radius = np.array(
-            [np.inf if r.serves_radius_km is None else r.serves_radius_km for r in self.resources], dtype=float
+            [np.inf if r.serves_radius_km is None else r.serves_radius_km for r in self.resources],
+            dtype=float,
         )
         self._r_usable = np.array([r.usable and r.remaining_quantity > 0 for r in self.resources], dtype=bool)
 
     # -- ranking -------------------------------------------------------------------------------
 
-    def rank(self, needs: Sequence[NeedInput], limit: int = 5, *, include_weak: bool = False) -> list[list[Match]]:
+    def rank(
+        self, needs: Sequence[NeedInput], limit: int = 5, *, include_weak: bool = False
+    ) -> list[list[Match]]:
         results: list[list[Match]] = []
         for start in range(0, len(needs), BATCH):
             results.extend(self._rank_batch(needs[start : start + BATCH], limit, include_weak))
@@ -187,8 +190,13 @@ class Matcher:
             weak = [m for m in scored if m.weak] if include_weak else []
             chosen = (strong + weak)[:limit]
             for m in chosen:  # explaining costs more than judging: only what is returned
-                m.explanation = self._explain(need, readings[i], self.resources[m.resource_index],
-                                              self.readings[m.resource_index], m.notes)
+                m.explanation = self._explain(
+                    need,
+                    readings[i],
+                    self.resources[m.resource_index],
+                    self.readings[m.resource_index],
+                    m.notes,
+                )
             out.append(chosen)
         return out
 
@@ -202,7 +210,8 @@ class Matcher:
         radius = self._r_radius[cols]
         # Unknown positions cannot be checked: only a resource that serves anywhere may match.
         in_radius = np.where(np.isnan(dist), np.isinf(radius), dist <= radius)
-        return self._r_usable[cols] & overlap & in_radius
+        feasible: np.ndarray = self._r_usable[cols] & overlap & in_radius
+        return feasible
 
     # -- a community worker's reading of one pair ----------------------------------------------
 
@@ -220,9 +229,14 @@ class Matcher:
         if nr.wants_learning and not rr.teaches:
             factor *= 0.6
             notes.append("需求是学习培训，资源不提供教学")
-        if rr.capacity is not None and need.beneficiaries > rr.capacity * 1.2 and "venue" in (
-            need.category,
-            resource.category,
+        if (
+            rr.capacity is not None
+            and need.beneficiaries > rr.capacity * 1.2
+            and "venue"
+            in (
+                need.category,
+                resource.category,
+            )
         ):
             factor *= 0.4
             notes.append(f"场地约容纳{rr.capacity}人，少于受益人数{need.beneficiaries}")
@@ -231,7 +245,11 @@ class Matcher:
             notes.append("没有共同的服务内容，只是服务对象相同或字面相近")
         score = min(1.0, relevance * factor * 5.0)
         return Match(
-            resource_key=resource.key, score=round(score, 4), weak=score < WEAK_BELOW, resource_index=j, notes=notes
+            resource_key=resource.key,
+            score=round(score, 4),
+            weak=score < WEAK_BELOW,
+            resource_index=j,
+            notes=notes,
         )
 
     def _explain(
@@ -245,20 +263,31 @@ class Matcher:
         shared = nr.concepts & rr.concepts
         words = sorted(set(nr.words) & set(rr.words), key=lambda w: (-len(w), w))[:8]
         concepts = [
-            {"concept": c, "label": CONCEPTS[c][0], "need_words": list(nr.evidence[c][:3]),
-             "resource_words": list(rr.evidence[c][:3])}
+            {
+                "concept": c,
+                "label": CONCEPTS[c][0],
+                "need_words": list(nr.evidence[c][:3]),
+                "resource_words": list(rr.evidence[c][:3]),
+            }
             for c in sorted(shared, key=lambda c: (c in AUDIENCE_CONCEPTS, c))
         ]
         distance = None
-        if need.lat is not None and need.lng is not None and resource.lat is not None and resource.lng is not None:
+        if (
+            need.lat is not None
+            and need.lng is not None
+            and resource.lat is not None
+            and resource.lng is not None
+        ):
             distance = round(float(haversine_km(need.lat, need.lng, resource.lat, resource.lng)), 2)
         overlap_from = max(need.wanted_from, resource.available_from)
         overlap_to = min(need.wanted_to, resource.available_to)
         fit = CATEGORY_FIT.get(need.category, {}).get(resource.category, 0.8)
-        category = "same" if need.category == resource.category else ("related" if fit >= 0.85 else "different")
+        category = (
+            "same" if need.category == resource.category else ("related" if fit >= 0.85 else "different")
+        )
         parts = []
         if concepts:
-            parts.append("内容相符：" + "、".join(c["label"] for c in concepts[:3]))
+            parts.append("内容相符：" + "、".join(str(c["label"]) for c in concepts[:3]))
         if words:
             parts.append("共同词语：" + "、".join(words[:5]))
         if distance is not None:
@@ -287,4 +316,6 @@ class Matcher:
 
 
 def distance_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
-    return float(haversine_km(lat1, lng1, lat2, lng2)) if math.isfinite(lat1 + lng1 + lat2 + lng2) else math.inf
+    return (
+        float(haversine_km(lat1, lng1, lat2, lng2)) if math.isfinite(lat1 + lng1 + lat2 + lng2) else math.inf
+    )

@@ -50,7 +50,9 @@ def resource_input(item: Mapping[str, Any]) -> ResourceInput:
     )
 
 
-def metrics(ranked: Mapping[str, Sequence[str]], gold: Sequence[Mapping[str, Any]], k: int = 5) -> dict[str, float]:
+def metrics(
+    ranked: Mapping[str, Sequence[str]], gold: Sequence[Mapping[str, Any]], k: int = 5
+) -> dict[str, float]:
     """Mean precision@k, recall@k and nDCG@k (gain = grade) over the needs that have labels."""
     grades: dict[str, dict[str, int]] = {}
     for g in gold:

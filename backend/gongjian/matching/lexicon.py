@@ -10,7 +10,8 @@ This is general knowledge of community services, not of any one data file.
 
 from __future__ import annotations
 
-# concept id → (label shown to staff, surface terms)
+# concept id → (label shown to staff, surface terms); kept compact, one concept a paragraph.
+# fmt: off
 CONCEPTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "meal": ("助餐送餐", (
         "助餐", "送餐", "配餐", "午餐", "午饭", "晚饭", "早餐", "吃饭", "就餐", "用餐", "堂食", "饭菜",
@@ -234,6 +235,7 @@ CONCEPTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "women": ("妇女", ("妇女", "宝妈", "全职妈妈", "女性", "姐妹")),
     "training_general": ("培训授课", ("培训", "授课", "课堂", "讲座", "宣讲", "讲解", "讲课", "教学")),
 }
+# fmt: on
 
 # Concepts that describe who is served, not what is done: they help ranking a little but
 # must not carry a match on their own.
@@ -254,9 +256,30 @@ STOPWORDS = frozenset(
 
 # A clause where a resource states what it does NOT offer: the words after the cue are excluded.
 NEGATION_AFTER = (
-    "不提供", "不含", "不包括", "不包含", "不做", "不教", "不配", "不管", "不是", "不用于", "不派",
-    "不负责", "不承担", "不接", "不收", "不上门", "不适合", "不涉及", "不能", "没有", "并非", "不限于不",
-    "不对外", "不在",
+    "不提供",
+    "不含",
+    "不包括",
+    "不包含",
+    "不做",
+    "不教",
+    "不配",
+    "不管",
+    "不是",
+    "不用于",
+    "不派",
+    "不负责",
+    "不承担",
+    "不接",
+    "不收",
+    "不上门",
+    "不适合",
+    "不涉及",
+    "不能",
+    "没有",
+    "并非",
+    "不限于不",
+    "不对外",
+    "不在",
 )
 # … and where the excluded words come before the cue (化粪池清掏不在服务范围内).
 NEGATION_BEFORE = ("不在服务范围", "不在范围", "除外", "不在服务内容", "不属于服务范围")
@@ -265,17 +288,72 @@ NEED_NEGATION_AFTER = ("不要", "不是要", "不需要", "而不是", "不只�
 
 # Cues that a resource teaches or trains people, and that a need wants to learn.
 TEACHING_CUES = (
-    "培训", "教", "课", "讲座", "宣讲", "辅导", "指导", "授课", "解读", "答疑", "讲解", "讲", "班",
-    "教学", "带孩子", "手把手",
+    "培训",
+    "教",
+    "课",
+    "讲座",
+    "宣讲",
+    "辅导",
+    "指导",
+    "授课",
+    "解读",
+    "答疑",
+    "讲解",
+    "讲",
+    "班",
+    "教学",
+    "带孩子",
+    "手把手",
 )
-LEARNING_CUES = ("想学", "学会", "学用", "学门", "学手艺", "学技术", "学习", "培训", "老师", "开班", "辅导", "教")
+LEARNING_CUES = (
+    "想学",
+    "学会",
+    "学用",
+    "学门",
+    "学手艺",
+    "学技术",
+    "学习",
+    "培训",
+    "老师",
+    "开班",
+    "辅导",
+    "教",
+)
 
 # Need categories that fit a resource category (need category → resource category → factor).
 CATEGORY_FIT: dict[str, dict[str, float]] = {
-    "venue": {"venue": 1.0, "service": 0.85, "goods": 0.8, "expertise": 0.75, "manpower": 0.75, "funds": 0.75},
-    "expertise": {"expertise": 1.0, "service": 0.95, "manpower": 0.85, "venue": 0.75, "goods": 0.75, "funds": 0.75},
-    "service": {"service": 1.0, "expertise": 0.95, "manpower": 0.9, "goods": 0.85, "venue": 0.8, "funds": 0.8},
-    "manpower": {"manpower": 1.0, "service": 0.95, "expertise": 0.85, "goods": 0.75, "venue": 0.75, "funds": 0.75},
+    "venue": {
+        "venue": 1.0,
+        "service": 0.85,
+        "goods": 0.8,
+        "expertise": 0.75,
+        "manpower": 0.75,
+        "funds": 0.75,
+    },
+    "expertise": {
+        "expertise": 1.0,
+        "service": 0.95,
+        "manpower": 0.85,
+        "venue": 0.75,
+        "goods": 0.75,
+        "funds": 0.75,
+    },
+    "service": {
+        "service": 1.0,
+        "expertise": 0.95,
+        "manpower": 0.9,
+        "goods": 0.85,
+        "venue": 0.8,
+        "funds": 0.8,
+    },
+    "manpower": {
+        "manpower": 1.0,
+        "service": 0.95,
+        "expertise": 0.85,
+        "goods": 0.75,
+        "venue": 0.75,
+        "funds": 0.75,
+    },
     "goods": {"goods": 1.0, "funds": 0.9, "service": 0.85, "expertise": 0.8, "manpower": 0.8, "venue": 0.8},
     "funds": {"funds": 1.0, "goods": 0.9, "service": 0.85, "expertise": 0.8, "manpower": 0.8, "venue": 0.75},
 }

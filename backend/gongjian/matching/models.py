@@ -64,7 +64,9 @@ class Suggestion(IdMixin, TimestampMixin, VersionedMixin, Base):
     need_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("needs.id", ondelete="CASCADE"))
     resource_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("resources.id", ondelete="CASCADE"), index=True)
     org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
-    run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("match_runs.id", ondelete="SET NULL"), index=True)
+    run_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("match_runs.id", ondelete="SET NULL"), index=True
+    )
     score: Mapped[float] = mapped_column(Double)
     weak: Mapped[bool] = mapped_column(Boolean, default=False)
     explanation: Mapped[dict[str, Any]] = mapped_column(JSONB)

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
+from sqlalchemy import select
 
 from gongjian.auth.deps import CurrentPrincipal
 from gongjian.core.access import Perm, require, visible
@@ -81,8 +82,6 @@ async def list_runs(
     session: SessionDep, principal: CurrentPrincipal, page: PageParamsDep, org_id: uuid.UUID | None = None
 ) -> Page[MatchRunOut]:
     require(principal, Perm.lists_read)
-    from sqlalchemy import select
-
     stmt = visible(select(MatchRun), MatchRun, principal, Perm.lists_read)
     if org_id is not None:
         stmt = stmt.where(MatchRun.org_id == org_id)
@@ -104,8 +103,9 @@ async def get_run(session: SessionDep, principal: CurrentPrincipal, run_id: uuid
     "/needs/{need_id}/matches",
     response_model=NeedMatches,
     summary="A need's ranked resource suggestions, best first, each with its explanation",
-    description="Only resources meeting every hard constraint (window overlap, service radius, quantity left) "
-    "are suggested. Weak suggestions are left out unless `include_weak`, and then come last, marked.",
+    description="Only resources meeting every hard constraint (window overlap, service radius, "
+    "quantity left) are suggested. Weak suggestions are left out unless `include_weak`, and then "
+    "come last, marked.",
     responses=problem_responses(401, 403, 404, 422),
 )
 async def need_matches(
@@ -115,7 +115,9 @@ async def need_matches(
     limit: Annotated[int, Query(ge=1, le=20)] = 5,
     include_weak: bool = False,
 ) -> NeedMatches:
-    need, rows = await service.need_matches(session, principal, need_id, limit=limit, include_weak=include_weak)
+    need, rows = await service.need_matches(
+        session, principal, need_id, limit=limit, include_weak=include_weak
+    )
     return NeedMatches(need_id=need.id, items=[match_out(s, r) for s, r in rows])
 
 

@@ -14,7 +14,9 @@ from gongjian.matching.models import RunStatus, SuggestionState
 class MatchRunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    org_id: uuid.UUID = Field(description="Match every open need under this organization (a street or community)")
+    org_id: uuid.UUID = Field(
+        description="Match every open need under this organization (a street or community)"
+    )
 
 
 class Progress(BaseModel):
@@ -70,7 +72,9 @@ class NeedMatches(BaseModel):
 class AcceptSuggestion(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    quantity: int | None = Field(default=None, gt=0, description="Commit this much of the resource to the project")
+    quantity: int | None = Field(
+        default=None, gt=0, description="Commit this much of the resource to the project"
+    )
     title: str | None = Field(default=None, min_length=1, max_length=200, description="Project title")
 
 

@@ -5,9 +5,10 @@ street (街道), plus what the organizations above the street publish for the wh
 Hard constraints (window, radius, capacity left) then decide what can actually serve it.
 
 Suggestions are stored, one row per (need, resource): a run (or the first read of a need's
-matches) computes them; a need edited, or a resource in its pool changed, since then is
-recomputed on read. Dismissed pairs are never proposed again; accepted ones turn into a
-project proposal.
+matches) computes them, and a need edited since is recomputed on read. A read re-checks the
+hard constraints on today's data (a resource withdrawn or used up since drops out); resources
+published since the last run join the ranking at the next run or when the need is edited.
+Dismissed pairs are never proposed again; accepted ones turn into a project proposal.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from gongjian.core.access import Perm, Principal, ensure_org_in_scope, get_visib
 from gongjian.core.db import sessionmaker
 from gongjian.core.errors import illegal_transition
 from gongjian.lists.models import OPEN_NEED_STATES, Need, NeedState, Resource, ResourceState
-from gongjian.matching.engine import Match, Matcher, NeedInput, ResourceInput
+from gongjian.matching.engine import Match, Matcher, NeedInput, ResourceInput, haversine_km
 from gongjian.matching.models import MatchRun, NeedMatchStatus, RunStatus, Suggestion, SuggestionState
 from gongjian.organizations.models import Organization, OrgLevel
 
@@ -55,10 +56,16 @@ def _ancestor_paths(path: str) -> list[str]:
 async def pool_root(session: AsyncSession, org: Organization) -> Organization:
     """The street above (or at) `org`; the tree's root when there is no street level."""
     ancestors = (
-        await session.execute(
-            select(Organization).where(Organization.path.in_(_ancestor_paths(org.path))).order_by(Organization.depth)
+        (
+            await session.execute(
+                select(Organization)
+                .where(Organization.path.in_(_ancestor_paths(org.path)))
+                .order_by(Organization.depth)
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     streets = [a for a in ancestors if a.level == OrgLevel.street]
     return streets[-1] if streets else ancestors[0]
 
@@ -131,7 +138,9 @@ async def _store(
     need_ids = [n.id for n in needs]
     decided = await _decided_pairs(session, need_ids)
     await session.execute(
-        delete(Suggestion).where(Suggestion.need_id.in_(need_ids), Suggestion.state == SuggestionState.suggested)
+        delete(Suggestion).where(
+            Suggestion.need_id.in_(need_ids), Suggestion.state == SuggestionState.suggested
+        )
     )
     rows: list[dict[str, Any]] = []
     now = utcnow()
@@ -211,15 +220,40 @@ async def match_needs(
     return stored
 
 
-async def _stale(session: AsyncSession, need: Need) -> bool:
+async def _needs_computing(session: AsyncSession, need: Need) -> bool:
     status = await session.get(NeedMatchStatus, need.id)
-    if status is None or status.matched_at < need.updated_at:
-        return True
+    return status is None or status.matched_at < need.updated_at
+
+
+async def _match_one(session: AsyncSession, need: Need) -> None:
+    """A need's first ranking, or after an edit: against the part of its pool whose window overlaps."""
     org = await session.get(Organization, need.org_id)
     assert org is not None
     root = await pool_root(session, org)
-    changed = await session.scalar(select(func.max(Resource.updated_at)).where(_pool_condition(root)))
-    return changed is not None and changed > status.matched_at
+    stmt = select(Resource).where(
+        _pool_condition(root),
+        Resource.state.in_(USABLE_STATES),
+        Resource.remaining_quantity > 0,
+        Resource.available_from <= need.wanted_to,
+        Resource.available_to >= need.wanted_from,
+    )
+    resources = list((await session.execute(stmt)).scalars().all())
+    matcher = await asyncio.to_thread(Matcher, [resource_input(r) for r in resources])
+    decided = await _decided_pairs(session, [need.id])
+    await _store(session, [need], await _rank(matcher, [need], len(decided.get(need.id, ()))), None)
+
+
+def _still_serves(need: Need, resource: Resource) -> bool:
+    """The hard constraints again, on today's data: a resource may have changed since the run."""
+    if resource.state not in USABLE_STATES or resource.remaining_quantity <= 0:
+        return False
+    if resource.available_from > need.wanted_to or resource.available_to < need.wanted_from:
+        return False
+    if resource.serves_radius_km is None:
+        return True
+    if None in (need.lat, need.lng, resource.lat, resource.lng):
+        return False
+    return bool(haversine_km(need.lat, need.lng, resource.lat, resource.lng) <= resource.serves_radius_km)
 
 
 # -- reading a need's matches ---------------------------------------------------------------------
@@ -232,19 +266,22 @@ async def need_matches(
     if need.state in OPEN_NEED_STATES:
         # One computation per need at a time; a concurrent reader waits and then reads the result.
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"match:{need.id}"})
-        if await _stale(session, need):
-            await match_needs(session, [need])
+        if await _needs_computing(session, need):
+            await _match_one(session, need)
     stmt = (
         select(Suggestion, Resource)
         .join(Resource, Resource.id == Suggestion.resource_id)
         .where(Suggestion.need_id == need.id, Suggestion.state != SuggestionState.dismissed)
         .order_by(Suggestion.weak, Suggestion.score.desc(), Resource.id)
-        .limit(limit)
     )
     if not include_weak:
         stmt = stmt.where(Suggestion.weak.is_(False))
-    rows = [(s, r) for s, r in (await session.execute(stmt)).all()]
-    return need, rows
+    rows = [
+        (s, r)
+        for s, r in (await session.execute(stmt)).all()
+        if s.state != "suggested" or _still_serves(need, r)
+    ]
+    return need, rows[:limit]
 
 
 # -- runs -----------------------------------------------------------------------------------------
@@ -291,7 +328,11 @@ async def execute_run(run_id: uuid.UUID) -> None:
         for start in range(0, len(need_ids), RUN_CHUNK):
             async with maker() as session:
                 chunk = list(
-                    (await session.execute(select(Need).where(Need.id.in_(need_ids[start : start + RUN_CHUNK]))))
+                    (
+                        await session.execute(
+                            select(Need).where(Need.id.in_(need_ids[start : start + RUN_CHUNK]))
+                        )
+                    )
                     .scalars()
                     .all()
                 )
@@ -367,9 +408,13 @@ async def accept(
     if need.state not in OPEN_NEED_STATES:
         raise illegal_transition(need.state, "accept_match")
     if need.state == NeedState.collected:
-        await lists_service.set_need_state(session, need, NeedState.accepted, by=principal, reason="采纳匹配建议")
+        await lists_service.set_need_state(
+            session, need, NeedState.accepted, by=principal, reason="采纳匹配建议"
+        )
     if need.state == NeedState.accepted:
-        await lists_service.set_need_state(session, need, NeedState.matched, by=principal, reason="采纳匹配建议")
+        await lists_service.set_need_state(
+            session, need, NeedState.matched, by=principal, reason="采纳匹配建议"
+        )
     project = await projects_service.propose_from_match(
         session, principal, need=need, resource=resource, quantity=quantity, title=title
     )
@@ -377,17 +422,26 @@ async def accept(
     suggestion.decided_by, suggestion.decided_at = principal.id, utcnow()
     suggestion.project_id = project.id
     await session.flush()
-    await audit.record(session, principal, "suggestion.accept", "suggestion", suggestion.id, org_id=need.org_id)
+    await audit.record(
+        session, principal, "suggestion.accept", "suggestion", suggestion.id, org_id=need.org_id
+    )
     return suggestion
 
 
-async def dismiss(session: AsyncSession, principal: Principal, suggestion_id: uuid.UUID, reason: str) -> Suggestion:
+async def dismiss(
+    session: AsyncSession, principal: Principal, suggestion_id: uuid.UUID, reason: str
+) -> Suggestion:
     suggestion = await _decidable(session, principal, suggestion_id, "dismiss")
     suggestion.state = SuggestionState.dismissed
     suggestion.decided_by, suggestion.decided_at, suggestion.reason = principal.id, utcnow(), reason
     await session.flush()
     await audit.record(
-        session, principal, "suggestion.dismiss", "suggestion", suggestion.id, org_id=suggestion.org_id, reason=reason
+        session,
+        principal,
+        "suggestion.dismiss",
+        "suggestion",
+        suggestion.id,
+        org_id=suggestion.org_id,
+        reason=reason,
     )
     return suggestion
-

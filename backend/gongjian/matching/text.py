@@ -29,7 +29,9 @@ jieba.setLogLevel(logging.WARNING)
 
 _SPLIT = re.compile(r"[\s\u3000,，。.;；:：!！?？、()（）\[\]【】\"'“”‘’/／|·—\-~～]+")
 _CLAUSES = re.compile(r"[，。；;！？!?\n,]+")
-_CAPACITY = re.compile(r"(?:容纳|能坐|坐得下|可坐|名额|限)\s*(\d+)\s*(?:人|名|座)|(\d+)\s*(?:人以内|人以下|座)|不超过\s*(\d+)\s*人")
+_CAPACITY = re.compile(
+    r"(?:容纳|能坐|坐得下|可坐|名额|限)\s*(\d+)\s*(?:人|名|座)|(\d+)\s*(?:人以内|人以下|座)|不超过\s*(\d+)\s*人"
+)
 _NUMBER_ONLY = re.compile(r"^[\d.]+$")
 
 
