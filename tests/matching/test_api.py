@@ -225,3 +225,17 @@ async def test_accepting_more_than_is_left_writes_nothing(
         f"/api/v1/matching/suggestions/{top['id']}/accept", json={"quantity": -1}, headers=w.h("secretary")
     )
     assert r.status_code == 422
+
+
+async def test_the_pool_is_the_street_another_streets_resources_stay_out(
+    client: httpx.AsyncClient, session: AsyncSession, w: World
+) -> None:
+    from tests.matching.conftest import resource_row
+
+    _, needs = await load_public(session, w)
+    item = next(r for r in public_data()["resources"] if r["ref"] == "R034")
+    twin = resource_row({**item, "ref": "B-R034"}, w.orgs["b1"].id)
+    session.add(twin)
+    await session.commit()
+    refs = [i["resource"]["external_ref"] for i in (await _matches(client, w, needs["N001"])).json()["items"]]
+    assert refs[:1] == ["R034"] and "B-R034" not in refs

@@ -32,7 +32,7 @@ from gongjian.core.errors import illegal_transition
 from gongjian.lists.models import OPEN_NEED_STATES, Need, NeedState, Resource, ResourceState
 from gongjian.matching.engine import Match, Matcher, NeedInput, ResourceInput, haversine_km
 from gongjian.matching.models import MatchRun, NeedMatchStatus, RunStatus, Suggestion, SuggestionState
-from gongjian.organizations.models import Organization, OrgLevel
+from gongjian.organizations.models import Organization, OrgKind, OrgLevel
 
 log = logging.getLogger("gongjian.matching")
 
@@ -54,7 +54,8 @@ def _ancestor_paths(path: str) -> list[str]:
 
 
 async def pool_root(session: AsyncSession, org: Organization) -> Organization:
-    """The street above (or at) `org`; the tree's root when there is no street level."""
+    """The street above (or at) `org`: the nearest street-level org or working committee (街道党工委);
+    without one, the org's parent (the tree above a community is not always labelled)."""
     ancestors = (
         (
             await session.execute(
@@ -66,8 +67,10 @@ async def pool_root(session: AsyncSession, org: Organization) -> Organization:
         .scalars()
         .all()
     )
-    streets = [a for a in ancestors if a.level == OrgLevel.street]
-    return streets[-1] if streets else ancestors[0]
+    streets = [a for a in ancestors if a.level == OrgLevel.street or a.kind == OrgKind.working_committee]
+    if streets:
+        return streets[-1]
+    return ancestors[-2] if len(ancestors) > 1 else ancestors[-1]
 
 
 def _pool_condition(root: Organization) -> ColumnElement[bool]:
