@@ -34,6 +34,7 @@ B = 0.75
 CONCEPT_WEIGHT = 3.0
 AUDIENCE_WEIGHT = 0.75
 RERANK_DEPTH = 20
+HEADLINE_BOOST = 1.5  # a concept in the title is what the text is mainly about
 WEAK_BELOW = 0.12
 BATCH = 512
 
@@ -94,7 +95,7 @@ def _features(reading: Reading) -> dict[str, float]:
     for w in reading.words:
         feats[w] = feats.get(w, 0.0) + 1.0
     for c in reading.concepts:
-        feats["@" + c] = _concept_weight(c)
+        feats["@" + c] = _concept_weight(c) * (HEADLINE_BOOST if c in reading.headline else 1.0)
     return feats
 
 

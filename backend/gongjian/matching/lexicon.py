@@ -282,7 +282,10 @@ NEGATION_AFTER = (
     "不在",
 )
 # … and where the excluded words come before the cue (化粪池清掏不在服务范围内).
-NEGATION_BEFORE = ("不在服务范围", "不在范围", "除外", "不在服务内容", "不属于服务范围")
+NEGATION_BEFORE = (
+    "不在服务范围", "不在范围", "除外", "不在服务内容", "不属于服务范围", "不在此列", "不归", "请联系", "请找",
+    "另行联系", "另找", "不属于",
+)
 # A need that says what it does NOT want (不要只是量个血压那种).
 NEED_NEGATION_AFTER = ("不要", "不是要", "不需要", "而不是", "不只是")
 

@@ -81,6 +81,7 @@ class Reading:
     teaches: bool  # offers teaching, training or guidance
     wants_learning: bool  # asks for someone to teach or train
     capacity: int | None  # people a venue holds, when it says
+    headline: frozenset[str] = frozenset()  # concepts of the title: what it is mainly about
 
 
 def _negated_span(clause: str, after: tuple[str, ...], before: tuple[str, ...]) -> tuple[int, int] | None:
@@ -139,4 +140,5 @@ def read(title: str, description: str, *, is_need: bool) -> Reading:
         teaches=any(cue in affirmed for cue in TEACHING_CUES),
         wants_learning=is_need and any(cue in affirmed for cue in LEARNING_CUES),
         capacity=None if is_need else _capacity(affirmed),
+        headline=frozenset(_concepts_in(title)) & frozenset(found),
     )
