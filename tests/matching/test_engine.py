@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pytest
@@ -18,9 +19,11 @@ def test_public_file_meets_the_targets() -> None:
     assert figures["recall_at_k"] >= 0.95, figures
 
 
-def test_a_file_written_by_someone_else_in_other_words() -> None:
-    # Written independently of the engine, other places and wording: guards against fitting the public file.
-    figures = evaluate(heldout_like_data())
+@pytest.mark.parametrize("name", ["heldout_like.json", "heldout_second.json"])
+def test_files_written_by_others_in_other_words(name: str) -> None:
+    # Written independently of the engine (other places, other wording, their own traps): they guard
+    # against fitting the public file. Plain BM25 scores about 0.65 / 0.80 nDCG@5 on them.
+    figures = evaluate(json.loads((HERE / name).read_text(encoding="utf-8")))
     assert figures["ndcg_at_k"] >= 0.85, figures
     assert figures["recall_at_k"] >= 0.90, figures
 
