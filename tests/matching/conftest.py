@@ -22,10 +22,6 @@ def public_data() -> dict[str, Any]:
     return json.loads(SHARED.read_text(encoding="utf-8"))
 
 
-def heldout_like_data() -> dict[str, Any]:
-    return json.loads((HERE / "heldout_like.json").read_text(encoding="utf-8"))
-
-
 def resource_row(item: dict[str, Any], org_id: Any) -> Resource:
     return Resource(
         org_id=org_id,

@@ -10,7 +10,7 @@ import pytest
 from gongjian.matching.engine import Matcher, NeedInput, ResourceInput, haversine_km
 from gongjian.matching.evaluation import evaluate, need_input, resource_input
 from gongjian.matching.text import read
-from tests.matching.conftest import heldout_like_data, public_data
+from tests.matching.conftest import HERE, public_data
 
 
 def test_public_file_meets_the_targets() -> None:
