@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 os.environ.setdefault("ENVIRONMENT", "test")
@@ -20,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from gongjian.core import db
+from gongjian.core import db, jobs, jobs_schema
 from gongjian.core.migrations import upgrade
 from gongjian.main import create_app, normalise_url
 from gongjian.models import Base
@@ -78,7 +79,9 @@ async def engine(database_url: str) -> AsyncIterator[object]:
     await db.dispose_engine()
 
 
-_TABLES = ", ".join(f'"{t.name}"' for t in reversed(Base.metadata.sorted_tables))
+_TABLES = ", ".join(
+    [f'"{t.name}"' for t in reversed(Base.metadata.sorted_tables)] + list(jobs_schema.TABLES)  # jobs too
+)
 
 
 @pytest.fixture(autouse=True)
@@ -89,6 +92,18 @@ async def _clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     yield
     async with db.get_engine().begin() as conn:
         await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def run_jobs(engine: object) -> Callable[..., Awaitable[None]]:
+    """`await run_jobs()` works the test database's job queue until no job is due (options:
+    workers, concurrency, queues; see jobs.run_until_empty)."""
+    url = db.get_engine().url
+
+    async def run(**options: Any) -> None:
+        await jobs.run_until_empty(url, **options)
+
+    return run
 
 
 @pytest.fixture(scope="session")

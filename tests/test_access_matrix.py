@@ -136,6 +136,67 @@ MATRIX: dict[str, dict[str, Row]] = {
         "resident":   R(403, 403, 403, 403, 403),
         "client":     R(403, 403, 403, 403, 403),
     },
+    # write: PATCH the title; a liaison keeps its own unit's resources (home is the a1 unit's)
+    "resources": {
+        "admin":      R(200, 200, 200, 200, 200),
+        "street":     R(200, 200, 404, 200, 404),
+        "secretary":  R(200, 200, 404, 200, 404),
+        "secretary2": R(200, 200, 404, 200, 404),
+        "gridworker": R(200, 200, 404, 403, 403),
+        "liaison":    R(200, 200, 404, 200, 404),
+        "member":     ALL_DENIED,
+        "resident":   ALL_DENIED,
+        "client":     R(200, 200, 404, 403, 403),
+    },
+    # write: PATCH the title; a liaison's unit grant reaches no need (an empty list)
+    "needs": {
+        "admin":      R(200, 200, 200, 200, 200),
+        "street":     R(200, 200, 404, 200, 404),
+        "secretary":  R(200, 200, 404, 200, 404),
+        "secretary2": R(200, 200, 404, 200, 404),
+        "gridworker": R(200, 200, 404, 403, 403),
+        "liaison":    R(200, 404, 404, 404, 404),
+        "member":     ALL_DENIED,
+        "resident":   ALL_DENIED,
+        "client":     R(200, 200, 404, 403, 403),
+    },
+    # write: PATCH the title; a liaison reads the projects its unit joins (the home one), writes none
+    "projects": {
+        "admin":      R(200, 200, 200, 200, 200),
+        "street":     R(200, 200, 404, 200, 404),
+        "secretary":  R(200, 200, 404, 200, 404),
+        "secretary2": R(200, 200, 404, 200, 404),
+        "gridworker": R(200, 200, 404, 403, 403),
+        "liaison":    R(200, 200, 404, 403, 403),
+        "member":     ALL_DENIED,
+        "resident":   ALL_DENIED,
+        "client":     R(200, 200, 404, 403, 403),
+    },
+    # write: PATCH the location of a scheduled meeting; no API client scope reads meetings
+    "meetings": {
+        "admin":      R(200, 200, 200, 200, 200),
+        "street":     R(200, 200, 404, 200, 404),
+        "secretary":  R(200, 200, 404, 200, 404),
+        "secretary2": R(200, 200, 404, 200, 404),
+        "gridworker": R(200, 200, 404, 403, 403),
+        "liaison":    ALL_DENIED,
+        "member":     ALL_DENIED,
+        "resident":   ALL_DENIED,
+        "client":     ALL_DENIED,
+    },
+    # imports of the lists, seen by who reads the lists of the organization imported under (importing
+    # itself, POST /lists/imports, is tested role by role in tests/lists_imports/test_access.py)
+    "list-imports": {
+        "admin":      R(200, 200, 200, None, None),
+        "street":     R(200, 200, 404, None, None),
+        "secretary":  R(200, 200, 404, None, None),
+        "secretary2": R(200, 200, 404, None, None),
+        "gridworker": R(200, 200, 404, None, None),
+        "liaison":    R(200, 404, 404, None, None),  # its unit grant reaches no organization
+        "member":     R(403, 403, 403, None, None),
+        "resident":   R(403, 403, 403, None, None),
+        "client":     R(200, 200, 404, None, None),
+    },
     # write: PATCH the user's display name
     "users": {
         "admin":      R(200, 200, 200, 200, 200),
@@ -184,6 +245,11 @@ def test_the_matrix_covers_every_role_and_group():
         "buildings",
         "members",
         "reportings",
+        "resources",
+        "needs",
+        "projects",
+        "meetings",
+        "list-imports",
         "users",
         "api-clients",
         "audit-log",
@@ -298,6 +364,67 @@ async def county(client: httpx.AsyncClient, session: Any) -> County:
     objects["reportings"]["a1_unit"] = await _post(
         client, w, "/api/v1/reportings", {"kind": "unit", "resident_unit_id": str(w.units["a1"].id)}
     )
+    # Each side's resource is its unit's; each side's need its community's.
+    objects["resources"] = {
+        side: await _post(
+            client,
+            w,
+            "/api/v1/resources",
+            {
+                "unit_id": str(w.units[side].id),
+                "category": "service",
+                "title": f"{side}单位志愿服务",
+                "quantity": 5,
+                "quantity_unit": "次",
+            },
+        )
+        for side in ("a1", "b1")
+    }
+    objects["needs"] = {
+        side: await _post(
+            client,
+            w,
+            "/api/v1/needs",
+            {"org_id": str(w.orgs[side].id), "category": "service", "title": f"{side}老人助餐"},
+        )
+        for side in ("a1", "b1")
+    }
+    # Each side's project is its community's, its unit a joint unit; each side's meeting its community's.
+    objects["projects"] = {
+        side: await _post(
+            client,
+            w,
+            "/api/v1/projects",
+            {
+                "org_id": str(w.orgs[side].id),
+                "title": f"{side}为老服务",
+                "joint_unit_ids": [str(w.units[side].id)],
+            },
+        )
+        for side in ("a1", "b1")
+    }
+    objects["meetings"] = {
+        side: await _post(
+            client,
+            w,
+            "/api/v1/meetings",
+            {
+                "org_id": str(w.orgs[side].id),
+                "kind": "joint_meeting",
+                "title": f"{side}联席会议",
+                "scheduled_at": "2026-12-01T09:30:00+08:00",
+            },
+        )
+        for side in ("a1", "b1")
+    }
+    objects["list-imports"] = {}
+    for side in ("a1", "b1"):
+        r = await client.post(
+            "/api/v1/lists/imports", params={"parent_org_id": str(w.orgs[side].id)}, content=b"{}",
+            headers=w.h("admin", **{"Content-Type": "application/json"}),
+        )
+        assert r.status_code == 202, r.text
+        objects["list-imports"][side] = r.json()["id"]
     entries = (
         await session.execute(
             select(AuditEntry.object_id, AuditEntry.id).where(AuditEntry.action == "organization.create")
@@ -351,6 +478,31 @@ CALLS: dict[str, Calls] = {
         lambda k, home: "/api/v1/reportings",
         lambda oid: f"/api/v1/reportings/{oid}",
         lambda c, oid, h: c.post(f"/api/v1/reportings/{oid}/accept", headers=h),
+    ),
+    "resources": Calls(
+        lambda k, home: "/api/v1/resources",
+        lambda oid: f"/api/v1/resources/{oid}",
+        _patch("/api/v1/resources", {"title": "改名的资源"}),
+    ),
+    "needs": Calls(
+        lambda k, home: "/api/v1/needs",
+        lambda oid: f"/api/v1/needs/{oid}",
+        _patch("/api/v1/needs", {"title": "改名的需求"}),
+    ),
+    "projects": Calls(
+        lambda k, home: "/api/v1/projects",
+        lambda oid: f"/api/v1/projects/{oid}",
+        _patch("/api/v1/projects", {"title": "改名的项目"}),
+    ),
+    "meetings": Calls(
+        lambda k, home: "/api/v1/meetings",
+        lambda oid: f"/api/v1/meetings/{oid}",
+        _patch("/api/v1/meetings", {"location": "改到二楼会议室"}),
+    ),
+    "list-imports": Calls(
+        lambda k, home: "/api/v1/lists/imports",
+        lambda oid: f"/api/v1/lists/imports/{oid}",
+        None,
     ),
     "users": Calls(
         lambda k, home: "/api/v1/users",

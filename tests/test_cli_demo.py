@@ -36,6 +36,7 @@ from gongjian.core.security import decrypt_pii
 from gongjian.core.validators import is_valid_credit_code, is_valid_id_number
 from gongjian.demo import data, loader
 from gongjian.grids.models import Building, GridAssignment, GridCell
+from gongjian.lists.models import Need, Resource
 from gongjian.members.models import Member, Reporting
 from gongjian.organizations.models import CommitteeMember, Organization
 from gongjian.resident_units.models import ResidentUnit
@@ -75,7 +76,8 @@ async def test_demo_county_has_what_the_readme_promises(client, session) -> None
     orgs = list((await session.execute(select(Organization))).scalars())
     county = [o for o in orgs if o.level == "county"]
     streets = [o for o in orgs if o.level == "street"]
-    communities = [o for o in orgs if o.level == "community"]
+    # The demo's own communities; the sample lists (demo/lists.json) bring two more, with their cells.
+    communities = [o for o in orgs if o.level == "community" and o.external_ref is None]
     assert [o.short_name for o in county] == ["宁川县委"] and county[0].kind == "county_committee"
     assert len(streets) == 2
     assert all(o.kind == "working_committee" and o.parent_id == county[0].id for o in streets)
@@ -84,7 +86,7 @@ async def test_demo_county_has_what_the_readme_promises(client, session) -> None
     assert await _count(session, CommitteeMember) >= 5  # 社区大党委 part-time members
 
     # Grid cells: 3-5 per community, valid polygons that do not overlap, with buildings and households.
-    cells = list((await session.execute(select(GridCell))).scalars())
+    cells = list((await session.execute(select(GridCell).where(GridCell.external_ref.is_(None)))).scalars())
     per_community = {c.id: 0 for c in communities}
     for cell in cells:
         per_community[cell.community_id] += 1
@@ -128,6 +130,18 @@ async def test_demo_county_has_what_the_readme_promises(client, session) -> None
     reportings = list((await session.execute(select(Reporting))).scalars())
     assert {r.kind for r in reportings} == {"unit", "member"}
     assert {r.state for r in reportings} == {"submitted", "accepted", "returned"}
+
+    # The sample lists, imported under 城中街道: 东湖 and 桃源 are the demo's, 书院 and a 北门 new.
+    assert summary["resources"] == 60 and summary["needs"] == 40
+    imported = [o for o in orgs if o.level == "community" and o.external_ref is not None]
+    chengzhong = next(o for o in streets if o.code == "NC-CZ")
+    assert sorted(o.name for o in imported) == ["书院社区", "北门社区"]
+    assert {o.parent_id for o in imported} == {chengzhong.id}
+    by_community = dict((await session.execute(
+        select(Need.org_id, func.count()).group_by(Need.org_id)
+    )).all())
+    assert by_community[next(o.id for o in communities if o.code == "NC-CZ-DH")] > 0
+    assert await _count(session, Resource, Resource.external_ref.is_(None)) == 0
 
     # Every demo login works with the documented password and holds its role.
     tokens = {}
@@ -311,7 +325,8 @@ def test_serve_embedded_two_instances_side_by_side(tmp_path: Path) -> None:
             assert token.status_code == 200, token.text
             auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
             cells = httpx.get(f"{base}/api/v1/grid-cells", headers=auth, timeout=10)
-            assert cells.status_code == 200 and len(cells.json()["items"]) == 4
+            own = [c for c in cells.json()["items"] if c["external_ref"] is None]  # not the sample lists'
+            assert cells.status_code == 200 and len(own) == 4
     finally:
         for proc, _, _ in instances:
             proc.terminate()

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from gongjian.core import db
+from gongjian.lists.imports.workbook import XLSX_MEDIA_TYPE
 from gongjian.main import create_app
 from tests.conftest import _TABLES
 from tests.factories import World, build_world
@@ -67,6 +68,8 @@ CONFIG = SchemathesisConfig.from_dict({"phases": {"coverage": {"unexpected-metho
 # The schema exactly as the app serves it at /openapi.json; requests go to the same app in-process.
 schema = schemathesis.openapi.from_dict(APP.openapi(), config=CONFIG)
 schema.app = APP
+# XLSX uploads (POST /lists/imports) go on the wire as raw bytes, as application/octet-stream does.
+schemathesis.serializer.alias(XLSX_MEDIA_TYPE, "application/octet-stream")
 
 
 def _in_thread(fn: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from gongjian.core.jobs_schema import include_name
 from gongjian.core.migrations import alembic_config, downgrade, upgrade
 from gongjian.models import Base
 from tests.conftest import _admin_exec, _server_url, _with_database
@@ -37,12 +38,21 @@ async def _run(url: str, fn):  # type: ignore[no-untyped-def]
 
 
 def _diff(conn):  # type: ignore[no-untyped-def]
-    ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+    ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
     return compare_metadata(ctx, Base.metadata)
 
 
 def _tables(conn):  # type: ignore[no-untyped-def]
     return set(inspect(conn).get_table_names())
+
+
+def _procrastinate_objects(conn):  # type: ignore[no-untyped-def]
+    """The job queue's functions, types and relations left in the database (should be none at base)."""
+    return set(conn.execute(text(
+        "SELECT proname FROM pg_proc WHERE proname LIKE 'procrastinate%' "
+        "UNION SELECT typname FROM pg_type WHERE typname LIKE '%procrastinate%' "
+        "UNION SELECT relname FROM pg_class WHERE relname LIKE '%procrastinate%'"
+    )).scalars())
 
 
 def _populate(conn):  # type: ignore[no-untyped-def]
@@ -64,6 +74,7 @@ def test_each_revision_round_trips_on_populated_database(scratch_url: str) -> No
     revisions = list(reversed(list(script.walk_revisions())))
     downgrade(scratch_url, "base")
     assert asyncio.run(_run(scratch_url, _tables)) <= {"alembic_version"}
+    assert asyncio.run(_run(scratch_url, _procrastinate_objects)) == set()
     for index, rev in enumerate(revisions):
         upgrade(scratch_url, rev.revision)
         if index == 0:
@@ -75,6 +86,7 @@ def test_each_revision_round_trips_on_populated_database(scratch_url: str) -> No
             asyncio.run(_run(scratch_url, _populate))
     downgrade(scratch_url, "base")
     assert asyncio.run(_run(scratch_url, _tables)) <= {"alembic_version"}
+    assert asyncio.run(_run(scratch_url, _procrastinate_objects)) == set()
     upgrade(scratch_url)
 
 

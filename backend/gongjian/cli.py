@@ -2,9 +2,12 @@
 
     gongjian serve [--host H] [--port P] [--workers N]  # embedded PostgreSQL unless DATABASE_URL is set
     gongjian migrate                                    # alembic upgrade head on the configured database
+    gongjian worker [--concurrency N] [--queue Q]...    # work the background job queue (scale-out)
     gongjian demo                                       # load the demo county (once; never in production)
     gongjian openapi --output openapi/openapi.json      # write the OpenAPI contract
     gongjian create-admin --username NAME               # a platform admin (password: prompt or env)
+    gongjian import-lists FILE --parent-org-id ID [--create-missing] [--partial]
+                                                        # import the lists (JSON or XLSX) under an org
 """
 
 from __future__ import annotations
@@ -178,6 +181,18 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from gongjian.core import jobs
+
+    url, _ = _resolve_url()
+    _migrate(url)
+    # Which job started, ended, failed or is retried: a worker's log is its record.
+    logging.getLogger("procrastinate").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    log.info("working the job queue (stop with Ctrl-C or SIGTERM: running jobs are let finish)")
+    asyncio.run(jobs.work(url, concurrency=args.concurrency, queues=args.queue))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if _is_production():
         raise CliError("ENVIRONMENT=production: refusing to load demo data")
@@ -253,9 +268,60 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _import_lists(
+    url: str, data: bytes, filename: str, parent_org_id: str, create_missing: bool, partial: bool
+) -> tuple[bool, list[str]]:
+    import uuid
+
+    from gongjian.core import db
+    from gongjian.core.errors import ERRORS, ProblemError
+    from gongjian.demo.loader import system_principal
+    from gongjian.lists.imports import service as imports
+    from gongjian.lists.imports.models import ImportStatus
+
+    try:
+        parent_id = uuid.UUID(parent_org_id)
+    except ValueError:
+        raise CliError(f"--parent-org-id: not an id: {parent_org_id}") from None
+    # The import runs its data and its progress on two connections.
+    db.init_engine(url, pool_size=3, max_overflow=0)
+    try:
+        imp = await imports.import_now(
+            system_principal("cli"), parent_id, data, filename=filename, create_missing=create_missing,
+            partial=partial,
+        )
+    except ProblemError as exc:
+        raise CliError(ERRORS[exc.code].en.format_map(_Blank(exc.params))) from exc
+    finally:
+        await db.dispose_engine()
+    return imp.status == ImportStatus.completed, imports.report_lines(imp)
+
+
+def cmd_import_lists(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+    url, _ = _resolve_url()
+    _migrate(url)
+    ok, lines = asyncio.run(
+        _import_lists(url, data, path.name, args.parent_org_id, args.create_missing, args.partial)
+    )
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
 class _Blank(dict[str, object]):
     def __missing__(self, key: str) -> str:
         return key
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,6 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply the Alembic migrations (upgrade head)")
     migrate.set_defaults(func=cmd_migrate)
 
+    worker = sub.add_parser(
+        "worker", help="work the background job queue (API processes do too unless RUN_WORKER=false)"
+    )
+    worker.add_argument("--concurrency", type=_positive_int, default=None,
+                        help="jobs run at once (WORKER_CONCURRENCY, default 2)")
+    worker.add_argument("--queue", action="append", default=None,
+                        help="only this queue (repeatable; default: every queue)")
+    worker.set_defaults(func=cmd_worker)
+
     demo = sub.add_parser("demo", help="load the demo county into the configured database (idempotent)")
     demo.set_defaults(func=cmd_demo)
 
@@ -294,6 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--password", default=None,
                        help="prefer GONGJIAN_ADMIN_PASSWORD or the prompt: arguments show in `ps`")
     admin.set_defaults(func=cmd_create_admin)
+
+    lists = sub.add_parser(
+        "import-lists", help="import communities, grids, resources and needs (JSON or XLSX) under an org"
+    )
+    lists.add_argument("file", help="the lists JSON (as shared/data/matching/public.json) or XLSX template")
+    lists.add_argument("--parent-org-id", required=True, help="the street or community to import under")
+    lists.add_argument("--create-missing", action="store_true",
+                       help="create the communities and grid cells that do not exist yet")
+    lists.add_argument("--partial", action="store_true",
+                       help="import the valid rows and report the others (default: all or nothing)")
+    lists.set_defaults(func=cmd_import_lists)
     return parser
 
 

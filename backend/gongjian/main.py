@@ -15,15 +15,20 @@ from gongjian import models  # noqa: F401  (registers every table with the mappe
 from gongjian.audit.router import router as audit_router
 from gongjian.auth.router import clients_router
 from gongjian.auth.router import router as auth_router
-from gongjian.core import db
+from gongjian.core import db, jobs
 from gongjian.core.config import get_settings
 from gongjian.core.errors import install_error_handlers
 from gongjian.core.health import router as health_router
 from gongjian.core.idempotency import IdempotencyMiddleware
 from gongjian.core.middleware import RequestIdMiddleware
 from gongjian.grids.router import router as grids_router
+from gongjian.lists.imports.router import router as list_imports_router
+from gongjian.lists.router import needs_router, resources_router
+from gongjian.matching.router import router as matching_router
+from gongjian.meetings.router import router as meetings_router
 from gongjian.members.router import router as members_router
 from gongjian.organizations.router import router as organizations_router
+from gongjian.projects.router import router as projects_router
 from gongjian.resident_units.router import router as resident_units_router
 from gongjian.users.router import router as users_router
 
@@ -36,6 +41,13 @@ ROUTERS = [
     resident_units_router,
     grids_router,
     members_router,
+    # Before the resources and needs routers: /resources/export.xlsx is not a /resources/{id}.
+    list_imports_router,
+    resources_router,
+    needs_router,
+    matching_router,
+    projects_router,
+    meetings_router,
     audit_router,
 ]
 
@@ -71,7 +83,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             pool_recycle=settings.db_pool_recycle_seconds,
         )
         owns_engine = True
-    yield
+    # The queue is worked on the engine's database: the embedded one, DATABASE_URL, or the tests'.
+    async with jobs.background_worker(db.get_engine().url):
+        yield
     if owns_engine:
         await db.dispose_engine()
 

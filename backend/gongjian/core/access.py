@@ -14,7 +14,7 @@ The answers, everywhere:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -57,6 +57,14 @@ class Perm(StrEnum):
     lists_read = "lists:read"
     lists_write = "lists:write"
     stats_read = "stats:read"
+    # Projects are read with lists:read (the third list); these are the actions on them.
+    projects_write = "projects:write"
+    projects_claim = "projects:claim"
+    projects_progress = "projects:progress"
+    meetings_read = "meetings:read"
+    meetings_write = "meetings:write"
+    # Recording a need on a household visit (走访), in a grid cell assigned to the caller.
+    needs_visit = "needs:visit"
 
 
 _STAFF = {
@@ -76,6 +84,10 @@ _STAFF = {
     Perm.lists_read,
     Perm.lists_write,
     Perm.stats_read,
+    Perm.projects_write,
+    Perm.projects_progress,
+    Perm.meetings_read,
+    Perm.meetings_write,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Perm]] = {
@@ -93,6 +105,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Perm]] = {
             Perm.members_read,
             Perm.reports_read,
             Perm.lists_read,
+            Perm.meetings_read,
         }
     ),
     # A liaison's grants reach only their own unit (see `Grant.unit_id`).
@@ -101,6 +114,15 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Perm]] = {
     Role.member: frozenset({Perm.members_read, Perm.reports_read, Perm.reports_submit}),
     Role.resident: frozenset(),
 }
+
+# A liaison reads and works on the projects its unit leads or joins, and claims in the hall what is
+# open to its unit (the reach is `projects.models.liaison_reach`).
+ROLE_PERMISSIONS[Role.unit_liaison] |= {Perm.lists_read, Perm.projects_claim, Perm.projects_progress}
+
+# A liaison publishes and keeps its own unit's resources (Resource scope: unit="unit_id"); a unit
+# grant reaches no need. A grid worker records needs on visits to the cells assigned to them.
+ROLE_PERMISSIONS[Role.unit_liaison] |= {Perm.lists_write}
+ROLE_PERMISSIONS[Role.grid_worker] |= {Perm.needs_visit}
 
 # Roles whose grants reach the holder's own records only (`Scope.owner`), never an org subtree.
 SELF_ONLY_ROLES: frozenset[Role] = frozenset({Role.member, Role.resident})
@@ -170,6 +192,9 @@ class Scope:
     owner: str | None = None
     # Users are reached through their role assignments in the caller's scope.
     via_assignments: bool = False
+    # Rows a liaison reaches other than through one unit column (a project's joint units, the claim
+    # hall): a function of the liaison's unit ids giving the SQL condition, defined next to the model.
+    unit_rule: Callable[[frozenset[uuid.UUID]], ColumnElement[bool]] | None = None
 
 
 def subtree_upper_bound(path: str) -> str:
@@ -217,6 +242,8 @@ def grants_condition(model: Any, principal: Principal, grants: list[Grant]) -> C
     unit_ids = {g.unit_id for g in grants if g.unit_id is not None}
     if unit_ids and scope.unit:
         conditions.append(getattr(model, scope.unit).in_(unit_ids))
+    if unit_ids and scope.unit_rule is not None:
+        conditions.append(scope.unit_rule(frozenset(unit_ids)))
     if scope.owner and principal.user_id is not None and grants:
         conditions.append(getattr(model, scope.owner) == principal.user_id)
     if scope.via_assignments and grants:

@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = 10.0
     db_pool_recycle_seconds: int = 1800
 
+    # Background jobs (core/jobs.py). Each API process also works the queue, so the one-command
+    # setup needs no second process; turn it off where `gongjian worker` processes do the work.
+    run_worker: bool = True
+    worker_concurrency: int = Field(default=2, ge=1, description="jobs one process runs at once")
+    # On shutdown, running jobs get this long to finish before they are aborted (and retried).
+    worker_shutdown_timeout_seconds: float = Field(default=20.0, ge=0)
+
     # Signing key for access tokens and key for personal data at rest. In the embedded
     # default they are generated once and kept in data_dir; production must set them.
     secret_key: str | None = None
@@ -42,6 +49,10 @@ class Settings(BaseSettings):
 
     page_size_default: int = 20
     page_size_max: int = 100
+
+    # How long paired units (共建 partners of the community) have a proposed project to themselves
+    # before it opens to every unit in the street (领办大厅).
+    project_claim_window_hours: int = Field(default=72, ge=0)
 
     load_demo: bool | None = Field(
         default=None, description="Load demo data at start; defaults to on for the embedded database only"

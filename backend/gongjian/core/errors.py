@@ -131,6 +131,79 @@ ERRORS: dict[str, ErrorSpec] = {
     "reporting_active": ErrorSpec(
         409, "已有一条待审核或已接收的报到记录", "There is already a submitted or accepted reporting"
     ),
+    # projects and meetings
+    "invalid_project_org": ErrorSpec(
+        422, "项目须属于街道或社区党组织", "A project belongs to a street or community organization"
+    ),
+    "need_outside_project_org": ErrorSpec(
+        422, "该需求不属于项目所在的党组织", "The need is not under the project's organization"
+    ),
+    "decision_required": ErrorSpec(
+        409,
+        "项目只能由街道或社区召开的联席会议、议事协商会议作出决定后立项或否决",
+        "A project is approved or rejected only by a decision of a held meeting",
+    ),
+    "project_claimed": ErrorSpec(409, "该项目已有牵头单位领办", "The project already has a lead unit"),
+    "claim_not_open": ErrorSpec(
+        409,
+        "该项目暂未向本单位开放领办（结对单位优先，{opens_at}起向全街道开放）",
+        "The project is not open to this unit yet (paired units first; open to the street from {opens_at})",
+    ),
+    "invalid_meeting_org": ErrorSpec(
+        422, "会议须由街道或社区党组织召开", "A meeting is held by a street or community organization"
+    ),
+    "project_outside_meeting_org": ErrorSpec(
+        409,
+        "该项目不属于本次会议的党组织及其下级，不能由本次会议决定",
+        "The project is not under the meeting's organization; this meeting cannot decide it",
+    ),
+    "decision_exists": ErrorSpec(409, "该议题已作出决定", "This agenda item is already decided"),
+    "agenda_item_without_project": ErrorSpec(
+        422,
+        "该议题未关联项目，不能作出立项或否决决定",
+        "The agenda item links no project to approve or reject",
+    ),
+    "minutes_required": ErrorSpec(409, "发布前须先填写会议纪要", "Write the minutes before publishing them"),
+    # resources and needs
+    "invalid_grid": ErrorSpec(
+        422,
+        "所选网格不存在，或不在该组织范围内",
+        "The grid cell does not exist or is not under the organization",
+    ),
+    "grid_not_assigned": ErrorSpec(
+        403,
+        "网格员只能在自己负责的网格内登记需求",
+        "Grid workers record needs only in the grid cells assigned to them",
+    ),
+    "invalid_duplicate_of": ErrorSpec(
+        422, "关联的需求不存在，或不在同一社区", "The linked need does not exist or is in another community"
+    ),
+    "possible_duplicate": ErrorSpec(
+        409,
+        "附近已有相似的未办结需求：可关联到已有需求（duplicate_of_id），或确认仍要提交（allow_duplicate）",
+        "Similar open needs exist nearby: link to one (duplicate_of_id) or submit anyway (allow_duplicate)",
+    ),
+    "insufficient_quantity": ErrorSpec(
+        409,
+        "资源剩余数量不足：仅剩{remaining}{unit}",
+        "Not enough of the resource left: only {remaining} {unit}",
+    ),
+    "quantity_below_committed": ErrorSpec(
+        409,
+        "已承诺{committed}{unit}，数量不能少于已承诺的数量",
+        "{committed} {unit} are committed already; the quantity cannot go below that",
+    ),
+    "release_exceeds_committed": ErrorSpec(
+        409,
+        "释放的数量超过已承诺的数量（{committed}{unit}）",
+        "Cannot release more than is committed ({committed} {unit})",
+    ),
+    # list imports
+    "invalid_import_file": ErrorSpec(
+        422,
+        "导入文件无法读取（{reason}）：请上传清单 JSON 文件或导入模板格式的 XLSX 文件",
+        "The import file cannot be read ({reason}): upload the lists JSON or the XLSX template",
+    ),
     "payload_too_large": ErrorSpec(413, "请求体过大", "The request body is too large"),
     "internal_error": ErrorSpec(500, "服务器内部错误", "Internal server error"),
     "service_unavailable": ErrorSpec(503, "服务暂不可用", "Service unavailable"),
@@ -148,6 +221,15 @@ OBJECT_NAMES: dict[str, tuple[str, str]] = {
     "api_client": ("API 客户端", "API client"),
     "committee_member": ("兼职委员", "Committee member"),
     "role_assignment": ("角色授权", "Role assignment"),
+    "project": ("项目", "Project"),
+    "commitment": ("资源承诺", "Resource commitment"),
+    "milestone": ("项目节点", "Milestone"),
+    "project_need": ("项目关联需求", "Project need"),
+    "meeting": ("会议", "Meeting"),
+    "agenda_item": ("会议议题", "Agenda item"),
+    "resource": ("资源", "Resource"),
+    "need": ("需求", "Need"),
+    "list_import": ("导入任务", "Import"),
     "object": ("对象", "Object"),
 }
 
@@ -161,6 +243,7 @@ class ProblemError(Exception):
         *,
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        candidates: list[dict[str, Any]] | None = None,
         **params: Any,
     ) -> None:
         if code not in ERRORS:
@@ -169,6 +252,7 @@ class ProblemError(Exception):
         self.params = params
         self.errors = errors
         self.headers = headers
+        self.candidates = candidates
         super().__init__(code)
 
     @property
@@ -195,6 +279,11 @@ class Problem(BaseModel):
     instance: str | None = None
     request_id: str | None = None
     errors: list[dict[str, Any]] | None = Field(default=None, description="Field-level errors")
+    candidates: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="`possible_duplicate`: the open needs the new one may repeat (id, title, state, "
+        "created_at, score, ...), most similar first",
+    )
 
 
 def wants_english(request: Request) -> bool:
@@ -230,6 +319,7 @@ def problem_response(
     params: dict[str, Any] | None = None,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    candidates: list[dict[str, Any]] | None = None,
 ) -> JSONResponse:
     spec = ERRORS[code]
     english = wants_english(request)
@@ -249,6 +339,7 @@ def problem_response(
         instance=request.url.path,
         request_id=getattr(request.state, "request_id", None),
         errors=errors,
+        candidates=candidates,
     )
     return JSONResponse(
         body.model_dump(exclude_none=True),
@@ -363,7 +454,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
         return problem_response(
-            request, exc.code, params=exc.params, errors=exc.errors, headers=exc.headers
+            request,
+            exc.code,
+            params=exc.params,
+            errors=exc.errors,
+            headers=exc.headers,
+            candidates=exc.candidates,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -12,6 +12,7 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -23,6 +24,8 @@ from gongjian.demo import data
 from gongjian.grids import service as grid_service
 from gongjian.grids.models import GridCell, GridLayer
 from gongjian.grids.schemas import BuildingCreate, GridCellCreate
+from gongjian.lists.imports.format import parse_json
+from gongjian.lists.imports.service import Importer
 from gongjian.members import service as member_service
 from gongjian.members.models import Member, MemberCategory, ReportingKind
 from gongjian.members.schemas import MemberCreate, ReportingCreate
@@ -97,6 +100,7 @@ async def load(session: AsyncSession) -> dict[str, int]:
     await _build_grids(session, c)
     in_service = await _build_members(session, c)
     await _build_reportings(session, c, in_service)
+    await _build_lists(session, c)
     return dict(sorted(c.counts.items()))
 
 
@@ -414,3 +418,25 @@ async def _build_reportings(session: AsyncSession, c: County, in_service: list[t
         body = ReportingCreate(kind=ReportingKind.member, member_id=member.id,
                                note=note.format(estate=estate) if note else None)
         await _report(session, c, body, outcome)
+
+
+# --- the resources and needs lists ---------------------------------------------------------------
+
+# The public sample of the lists (shared/data/matching/public.json without its evaluation labels).
+LISTS_FILE = Path(__file__).with_name("lists.json")
+LISTS_STREET = "chengzhong"
+
+
+async def _build_lists(session: AsyncSession, c: County) -> None:
+    """Import the sample lists under 城中街道 as `POST /lists/imports?create_missing=true` would: its
+    东湖 and 桃源 are the street's own communities; the others (书院, and a 北门 of its own: the one
+    of the demo is in 江北) are created with their grid cells. One street holds the whole sample, so
+    the street's matching run sees every resource the sample's needs are labelled with."""
+    importer = Importer(session, DEMO, c.streets[LISTS_STREET], create_missing=True, partial=False)
+    report = await importer.run(parse_json(LISTS_FILE.read_bytes()))
+    if report.failed:
+        raise RuntimeError(f"demo lists: {[e.message(english=True) for e in report.errors[:5]]}")
+    for section in ("resources", "needs"):
+        c.counts[section] = report.counts[section]["created"]
+    c.counts["organizations"] += report.counts["communities"]["created"]
+    c.counts["grid_cells"] += report.counts["grids"]["created"]

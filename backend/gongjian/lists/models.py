@@ -139,7 +139,9 @@ class Resource(IdMixin, TimestampMixin, VersionedMixin, Base):
         CheckConstraint(_in("provider_kind", ProviderKind), name="provider_kind"),
         CheckConstraint(_in("state", ResourceState), name="state"),
         CheckConstraint("quantity >= 0", name="quantity_nonnegative"),
-        CheckConstraint("remaining_quantity >= 0 AND remaining_quantity <= quantity", name="remaining_bounds"),
+        CheckConstraint(
+            "remaining_quantity >= 0 AND remaining_quantity <= quantity", name="remaining_bounds"
+        ),
         CheckConstraint("available_from <= available_to", name="window_ordered"),
         CheckConstraint("serves_radius_km IS NULL OR serves_radius_km >= 0", name="radius_nonnegative"),
         CheckConstraint("(lat IS NULL) = (lng IS NULL)", name="location_pair"),

@@ -36,7 +36,7 @@ AUDIENCE_WEIGHT = 0.75
 RERANK_DEPTH = 20
 HEADLINE_BOOST = 1.5  # a concept in the title is what the text is mainly about
 WEAK_BELOW = 0.12
-BATCH = 512
+BATCH = 128
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from gongjian.matching import service
 RUN_TASK = "matching.run"
 
 
-@jobs.job(RUN_TASK)
+# A failed run is marked failed with its error; staff start a new one (a retry would find it failed).
+@jobs.job(RUN_TASK, retry=False)
 async def run_matching(run_id: str) -> None:
     await service.execute_run(uuid.UUID(run_id))
 

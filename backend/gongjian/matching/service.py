@@ -318,7 +318,12 @@ async def execute_run(run_id: uuid.UUID) -> None:
                 await session.execute(
                     select(Need.id)
                     .join(Organization, Organization.id == Need.org_id)
-                    .where(in_subtree(Organization.path, org.path), Need.state.in_(OPEN_NEED_STATES))
+                    .where(
+                        in_subtree(Organization.path, org.path),
+                        Need.state.in_(OPEN_NEED_STATES),
+                        # a need linked as a repeat of another is served through the original
+                        Need.duplicate_of_id.is_(None),
+                    )
                     .order_by(Need.created_at, Need.id)
                 )
             ).scalars()
