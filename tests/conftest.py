@@ -19,7 +19,6 @@ os.environ.pop("DATABASE_URL", None)
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import text
 
 from gongjian.core import db, jobs, jobs_schema
 from gongjian.core.migrations import upgrade
@@ -79,9 +78,12 @@ async def engine(database_url: str) -> AsyncIterator[object]:
     await db.dispose_engine()
 
 
-_TABLES = ", ".join(
-    [f'"{t.name}"' for t in reversed(Base.metadata.sorted_tables)] + list(jobs_schema.TABLES)  # jobs too
-)
+_TABLES = [f'"{t.name}"' for t in reversed(Base.metadata.sorted_tables)] + [
+    f'"{t}"' for t in jobs_schema.TABLES  # the job queue's too
+]
+# DELETE with foreign-key triggers off (the test role is a superuser): a TRUNCATE of every table
+# costs ~0.1 s a test, twenty times more, as it replaces each table's files.
+_CLEAN = "SET LOCAL session_replication_role = replica; " + " ".join(f"DELETE FROM {t};" for t in _TABLES)
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +93,8 @@ async def _clean(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         return
     yield
     async with db.get_engine().begin() as conn:
-        await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.execute(_CLEAN)  # type: ignore[union-attr]  # asyncpg: many statements
 
 
 @pytest.fixture

@@ -24,14 +24,13 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.config import SchemathesisConfig
 from schemathesis.python.asgi import shutdown_lifespans
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from gongjian.core import db
 from gongjian.lists.imports.workbook import XLSX_MEDIA_TYPE
 from gongjian.main import create_app
-from tests.conftest import _TABLES
+from tests.conftest import _CLEAN
 from tests.factories import World, build_world
 
 T = TypeVar("T")
@@ -95,7 +94,8 @@ def served(database_url: str) -> Iterator[World]:
         engine = create_async_engine(database_url, poolclass=NullPool)
         try:
             async with engine.begin() as conn:
-                await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
+                raw = await conn.get_raw_connection()
+                await raw.driver_connection.execute(_CLEAN)  # type: ignore[union-attr]
         finally:
             await engine.dispose()
 
