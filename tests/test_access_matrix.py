@@ -197,6 +197,19 @@ MATRIX: dict[str, dict[str, Row]] = {
         "resident":   R(403, 403, 403, None, None),
         "client":     R(200, 200, 404, None, None),
     },
+    # bulk matching runs, seen by who reads the lists of the organization matched (starting one is
+    # tested role by role in tests/matching/test_access.py, with a need's matches and the decisions)
+    "matching-runs": {
+        "admin":      R(200, 200, 200, None, None),
+        "street":     R(200, 200, 404, None, None),
+        "secretary":  R(200, 200, 404, None, None),
+        "secretary2": R(200, 200, 404, None, None),
+        "gridworker": R(200, 200, 404, None, None),
+        "liaison":    R(200, 404, 404, None, None),  # its unit grant reaches no organization
+        "member":     R(403, 403, 403, None, None),
+        "resident":   R(403, 403, 403, None, None),
+        "client":     R(200, 200, 404, None, None),
+    },
     # write: PATCH the user's display name
     "users": {
         "admin":      R(200, 200, 200, 200, 200),
@@ -250,6 +263,7 @@ def test_the_matrix_covers_every_role_and_group():
         "projects",
         "meetings",
         "list-imports",
+        "matching-runs",
         "users",
         "api-clients",
         "audit-log",
@@ -425,6 +439,16 @@ async def county(client: httpx.AsyncClient, session: Any) -> County:
         )
         assert r.status_code == 202, r.text
         objects["list-imports"][side] = r.json()["id"]
+    objects["matching-runs"] = {
+        side: str(
+            (
+                await client.post(
+                    "/api/v1/matching/runs", json={"org_id": str(w.orgs[side].id)}, headers=w.h("admin")
+                )
+            ).json()["id"]
+        )
+        for side in ("a1", "b1")
+    }
     entries = (
         await session.execute(
             select(AuditEntry.object_id, AuditEntry.id).where(AuditEntry.action == "organization.create")
@@ -502,6 +526,11 @@ CALLS: dict[str, Calls] = {
     "list-imports": Calls(
         lambda k, home: "/api/v1/lists/imports",
         lambda oid: f"/api/v1/lists/imports/{oid}",
+        None,
+    ),
+    "matching-runs": Calls(
+        lambda k, home: "/api/v1/matching/runs",
+        lambda oid: f"/api/v1/matching/runs/{oid}",
         None,
     ),
     "users": Calls(
