@@ -33,6 +33,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 PUBLIC = ROOT.parent / "shared" / "data" / "matching" / "public.json"
+if not PUBLIC.exists():
+    PUBLIC = ROOT / "tests" / "matching" / "data" / "public.json"
 OTHERS = [ROOT / "tests" / "matching" / "data" / n for n in ("heldout_like.json", "heldout_second.json")]
 NEEDS_STEPS = (1_000, 5_000, 10_000)
 RESOURCES = 50_000

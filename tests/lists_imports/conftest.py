@@ -19,10 +19,11 @@ from gongjian.lists.imports.workbook import XLSX_MEDIA_TYPE, Sheet, write_workbo
 from gongjian.lists.models import Need, Resource
 from gongjian.organizations.models import Organization
 from tests.factories import World, build_world
+from tests.matching.conftest import SHARED
 
 ROOT = Path(__file__).resolve().parents[2]
 # The canonical file, with its evaluation labels (`gold`), and the demo's copy without them.
-PUBLIC = ROOT.parent / "shared" / "data" / "matching" / "public.json"
+PUBLIC = SHARED  # the shared design folder's copy when beside the checkout, else the one kept in tests
 SAMPLE = ROOT / "backend" / "gongjian" / "demo" / "lists.json"
 _SAMPLE = json.loads(SAMPLE.read_text(encoding="utf-8"))
 
