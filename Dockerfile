@@ -23,7 +23,7 @@ COPY backend ./backend
 # Install the project with its runtime dependencies, then drop the project itself: the runtime
 # image runs it from its source tree (/app), where alembic.ini and migrations/ sit beside it.
 RUN pip install --upgrade pip \
- && pip install . \
+ && pip install ".[s3]" \
  && pip uninstall --yes gongjian
 
 # --- runtime ---------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 import pytest
 
-from gongjian.core import db, jobs, jobs_schema
+from gongjian.core import db, jobs, jobs_schema, storage
 from gongjian.core.migrations import upgrade
 from gongjian.main import create_app, normalise_url
 from gongjian.models import Base
@@ -84,6 +84,14 @@ _TABLES = [f'"{t.name}"' for t in reversed(Base.metadata.sorted_tables)] + [
 # DELETE with foreign-key triggers off (the test role is a superuser): a TRUNCATE of every table
 # costs ~0.1 s a test, twenty times more, as it replaces each table's files.
 _CLEAN = "SET LOCAL session_replication_role = replica; " + " ".join(f"DELETE FROM {t};" for t in _TABLES)
+
+
+@pytest.fixture(autouse=True)
+def _storage(tmp_path: Path) -> Any:
+    """Files a test stores (signed PDFs, signature images) go to its own temporary folder."""
+    storage.set_storage(storage.LocalStorage(tmp_path / "storage"))
+    yield
+    storage.set_storage(None)
 
 
 @pytest.fixture(autouse=True)

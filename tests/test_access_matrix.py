@@ -31,6 +31,7 @@ from gongjian.core.access import CLIENT_SCOPES, Perm
 from gongjian.core.audit import AuditEntry
 from gongjian.core.security import create_access_token, hash_password
 from gongjian.core.validators import id_number_check_char
+from tests.evaluations.helpers import make_agreement
 from tests.factories import World, build_world
 
 ROLES = [
@@ -210,6 +211,59 @@ MATRIX: dict[str, dict[str, Row]] = {
         "resident":   R(403, 403, 403, None, None),
         "client":     R(200, 200, 404, None, None),
     },
+    # write: PATCH the name; each side's template is kept by its community (a community also reads
+    # those kept above it); a liaison reads agreements, never templates (an empty list)
+    "agreement-templates": {
+        "admin":      R(200, 200, 200, 200, 200),
+        "street":     R(200, 200, 404, 200, 404),
+        "secretary":  R(200, 200, 404, 200, 404),
+        "secretary2": R(200, 200, 404, 200, 404),
+        "gridworker": ALL_DENIED,
+        "liaison":    R(200, 404, 404, 403, 403),
+        "member":     ALL_DENIED,
+        "resident":   ALL_DENIED,
+        "client":     ALL_DENIED,
+    },
+    # write: PATCH the draft's title; each side's agreement is between its community and its unit,
+    # which the liaison reads (signing is tested side by side in tests/agreements)
+    "agreements": {
+        "admin":      R(200, 200, 200, 200, 200),
+        "street":     R(200, 200, 404, 200, 404),
+        "secretary":  R(200, 200, 404, 200, 404),
+        "secretary2": R(200, 200, 404, 200, 404),
+        "gridworker": ALL_DENIED,
+        "liaison":    R(200, 200, 404, 403, 403),
+        "member":     ALL_DENIED,
+        "resident":   ALL_DENIED,
+        "client":     ALL_DENIED,
+    },
+    # each side's window is its signed agreement's 2026 evaluation; write: PATCH the closing (staff);
+    # a liaison reads its unit's window and rates in it (rating is tested side by side in
+    # tests/evaluations)
+    "evaluation-windows": {
+        "admin":      R(200, 200, 200, 200, 200),
+        "street":     R(200, 200, 404, 200, 404),
+        "secretary":  R(200, 200, 404, 200, 404),
+        "secretary2": R(200, 200, 404, 200, 404),
+        "gridworker": ALL_DENIED,
+        "liaison":    R(200, 200, 404, 403, 403),
+        "member":     ALL_DENIED,
+        "resident":   ALL_DENIED,
+        "client":     ALL_DENIED,
+    },
+    # each side's rubric is its street's (a1: street_a, b1: street_b); rubrics are never edited;
+    # a community reads the rubric that applies to it through its windows (an empty list here)
+    "evaluation-rubrics": {
+        "admin":      R(200, 200, 200, None, None),
+        "street":     R(200, 200, 404, None, None),
+        "secretary":  R(200, 404, 404, None, None),
+        "secretary2": R(200, 404, 404, None, None),
+        "gridworker": R(403, 403, 403, None, None),
+        "liaison":    R(200, 404, 404, None, None),
+        "member":     R(403, 403, 403, None, None),
+        "resident":   R(403, 403, 403, None, None),
+        "client":     R(403, 403, 403, None, None),
+    },
     # write: PATCH the user's display name
     "users": {
         "admin":      R(200, 200, 200, 200, 200),
@@ -264,6 +318,10 @@ def test_the_matrix_covers_every_role_and_group():
         "meetings",
         "list-imports",
         "matching-runs",
+        "agreement-templates",
+        "agreements",
+        "evaluation-windows",
+        "evaluation-rubrics",
         "users",
         "api-clients",
         "audit-log",
@@ -439,6 +497,59 @@ async def county(client: httpx.AsyncClient, session: Any) -> County:
         )
         assert r.status_code == 202, r.text
         objects["list-imports"][side] = r.json()["id"]
+    objects["agreement-templates"] = {
+        side: await _post(
+            client,
+            w,
+            "/api/v1/agreement-templates",
+            {
+                "org_id": str(w.orgs[side].id),
+                "name": f"{side}共建协议范本",
+                "clauses": [{"key": "co_building", "title": "组织共建", "body": "{{unit}}共建"}],
+            },
+        )
+        for side in ("a1", "b1")
+    }
+    objects["agreements"] = {
+        side: await _post(
+            client,
+            w,
+            "/api/v1/agreements",
+            {
+                "community_id": str(w.orgs[side].id),
+                "unit_id": str(w.units[side].id),
+                "template_id": objects["agreement-templates"][side],
+                "term_from": "2026-01-01",
+                "term_to": "2026-12-31",
+            },
+        )
+        for side in ("a1", "b1")
+    }
+    # Each side's signed agreement (written as signing leaves it) and its 2026 evaluation window.
+    objects["evaluation-windows"] = {
+        side: await _post(
+            client,
+            w,
+            f"/api/v1/agreements/{(await make_agreement(session, w, community=side, unit=side)).id}"
+            "/evaluation-windows",
+            {"year": 2026},
+        )
+        for side in ("a1", "b1")
+    }
+    objects["evaluation-rubrics"] = {
+        side: await _post(
+            client,
+            w,
+            "/api/v1/evaluation-rubrics",
+            {
+                "org_id": str(w.orgs[street].id),
+                "side": "community",
+                "name": f"{side}街道评议细则",
+                "items": [{"key": "commitments_kept", "label": "履行承诺", "weight": 100}],
+            },
+        )
+        for side, street in (("a1", "street_a"), ("b1", "street_b"))
+    }
     objects["matching-runs"] = {
         side: str(
             (
@@ -531,6 +642,26 @@ CALLS: dict[str, Calls] = {
     "matching-runs": Calls(
         lambda k, home: "/api/v1/matching/runs",
         lambda oid: f"/api/v1/matching/runs/{oid}",
+        None,
+    ),
+    "agreement-templates": Calls(
+        lambda k, home: "/api/v1/agreement-templates",
+        lambda oid: f"/api/v1/agreement-templates/{oid}",
+        _patch("/api/v1/agreement-templates", {"name": "改名的范本"}),
+    ),
+    "agreements": Calls(
+        lambda k, home: "/api/v1/agreements",
+        lambda oid: f"/api/v1/agreements/{oid}",
+        _patch("/api/v1/agreements", {"title": "改名的协议"}),
+    ),
+    "evaluation-windows": Calls(
+        lambda k, home: "/api/v1/evaluation-windows",
+        lambda oid: f"/api/v1/evaluation-windows/{oid}",
+        _patch("/api/v1/evaluation-windows", {"closes_at": "2099-12-31T00:00:00+08:00"}),
+    ),
+    "evaluation-rubrics": Calls(
+        lambda k, home: "/api/v1/evaluation-rubrics",
+        lambda oid: f"/api/v1/evaluation-rubrics/{oid}",
         None,
     ),
     "users": Calls(

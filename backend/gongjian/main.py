@@ -12,6 +12,9 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from gongjian import models  # noqa: F401  (registers every table with the mappers)
+from gongjian.agreements import reminders  # noqa: F401  (registers the reminder sweep with the job queue)
+from gongjian.agreements.router import router as agreements_router
+from gongjian.agreements.verification import router as agreement_documents_router
 from gongjian.audit.router import router as audit_router
 from gongjian.auth.router import clients_router
 from gongjian.auth.router import router as auth_router
@@ -21,15 +24,18 @@ from gongjian.core.errors import install_error_handlers
 from gongjian.core.health import router as health_router
 from gongjian.core.idempotency import IdempotencyMiddleware
 from gongjian.core.middleware import RequestIdMiddleware
+from gongjian.evaluations.router import router as evaluations_router
 from gongjian.grids.router import router as grids_router
 from gongjian.lists.imports.router import router as list_imports_router
 from gongjian.lists.router import needs_router, resources_router
 from gongjian.matching.router import router as matching_router
 from gongjian.meetings.router import router as meetings_router
 from gongjian.members.router import router as members_router
+from gongjian.notifications.router import router as notifications_router
 from gongjian.organizations.router import router as organizations_router
 from gongjian.projects.router import router as projects_router
 from gongjian.resident_units.router import router as resident_units_router
+from gongjian.standings.router import router as standings_router
 from gongjian.users.router import router as users_router
 
 ROUTERS = [
@@ -48,6 +54,12 @@ ROUTERS = [
     matching_router,
     projects_router,
     meetings_router,
+    # Before the agreements router: /agreements/verify is not an /agreements/{agreement_id}.
+    agreement_documents_router,
+    agreements_router,
+    notifications_router,
+    evaluations_router,
+    standings_router,
     audit_router,
 ]
 

@@ -21,7 +21,6 @@ from gongjian.lists.models import (
     Resource,
     ResourceState,
 )
-from gongjian.members.models import Reporting, ReportingKind, ReportingState
 from gongjian.resident_units.models import ResidentUnit
 from tests.factories import World, make_unit, make_user, token_for
 
@@ -112,16 +111,10 @@ async def add_unit_with_liaison(
 
 
 async def pair(session: AsyncSession, w: World, unit: str, community: str) -> None:
-    """The unit's 双报到 reporting to the community, accepted: the unit counts as paired."""
-    session.add(
-        Reporting(
-            kind=ReportingKind.unit,
-            resident_unit_id=w.units[unit].id,
-            community_id=w.orgs[community].id,
-            state=ReportingState.accepted,
-        )
-    )
-    await session.commit()
+    """An active co-building agreement between the unit and the community: the unit counts as paired."""
+    from tests.agreements.helpers import insert_agreement
+
+    await insert_agreement(session, w.orgs[community].id, w.units[unit].id)
 
 
 async def open_hall(project_id: str) -> None:

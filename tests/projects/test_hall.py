@@ -91,20 +91,28 @@ async def test_paired_claim_is_recorded_as_paired(client, units, session):
     assert row == (w.units["a1"].id, "paired", w.users["liaison"].id)
 
 
-async def test_only_an_active_accepted_unit_reporting_pairs(client, units, session):
+async def test_only_an_active_agreement_pairs(client, units, session):
     w = units
+    from gongjian.agreements.models import AgreementState
     from gongjian.members.models import Reporting, ReportingKind, ReportingState
+    from tests.agreements.helpers import insert_agreement
 
-    for state, deregistered in ((ReportingState.submitted, False), (ReportingState.accepted, True)):
-        session.add(
-            Reporting(
-                kind=ReportingKind.unit,
-                resident_unit_id=w.units["a1"].id,
-                community_id=w.orgs["a1"].id,
-                state=state,
-                deregistered_at=datetime.now().astimezone() if deregistered else None,
-            )
+    for state in (
+        AgreementState.draft,
+        AgreementState.pending_signatures,
+        AgreementState.terminated,
+        AgreementState.expired,
+    ):
+        await insert_agreement(session, w.orgs["a1"].id, w.units["a1"].id, state)
+    # An accepted 双报到 reporting is not a pairing (it was, before agreements).
+    session.add(
+        Reporting(
+            kind=ReportingKind.unit,
+            resident_unit_id=w.units["a1"].id,
+            community_id=w.orgs["a1"].id,
+            state=ReportingState.accepted,
         )
+    )
     await session.commit()
     p = await create_project(client, w)
     assert await hall(client, w, "liaison") == set()

@@ -65,6 +65,17 @@ class Perm(StrEnum):
     meetings_write = "meetings:write"
     # Recording a need on a household visit (走访), in a grid cell assigned to the caller.
     needs_visit = "needs:visit"
+    # Co-building agreements: read; draft, send and amend (staff); sign, decline, terminate (the
+    # side's authorized person: a community's org_admin, a unit's liaison).
+    agreements_read = "agreements:read"
+    agreements_write = "agreements:write"
+    agreements_sign = "agreements:sign"
+    # Two-way evaluation (双向评议): read windows and results; submit one side's rating; keep
+    # rubrics and windows (staff). Unit standings, computed from the records.
+    evaluations_read = "evaluations:read"
+    evaluations_submit = "evaluations:submit"
+    evaluations_manage = "evaluations:manage"
+    standings_read = "standings:read"
 
 
 _STAFF = {
@@ -123,6 +134,18 @@ ROLE_PERMISSIONS[Role.unit_liaison] |= {Perm.lists_read, Perm.projects_claim, Pe
 # grant reaches no need. A grid worker records needs on visits to the cells assigned to them.
 ROLE_PERMISSIONS[Role.unit_liaison] |= {Perm.lists_write}
 ROLE_PERMISSIONS[Role.grid_worker] |= {Perm.needs_visit}
+
+# Staff draft agreements; only an org_admin signs for a community, only a liaison for its unit.
+ROLE_PERMISSIONS[Role.org_staff] |= {Perm.agreements_read, Perm.agreements_write}
+ROLE_PERMISSIONS[Role.org_admin] |= {Perm.agreements_read, Perm.agreements_write, Perm.agreements_sign}
+ROLE_PERMISSIONS[Role.unit_liaison] |= {Perm.agreements_read, Perm.agreements_sign}
+
+# Staff keep rubrics and windows and rate units for their community; a liaison rates the community
+# for its unit. Who rates for which side is decided per window (`evaluations.service.rater_sides`).
+_EVALUATIONS = {Perm.evaluations_read, Perm.evaluations_submit, Perm.standings_read}
+ROLE_PERMISSIONS[Role.org_staff] |= _EVALUATIONS | {Perm.evaluations_manage}
+ROLE_PERMISSIONS[Role.org_admin] |= _EVALUATIONS | {Perm.evaluations_manage}
+ROLE_PERMISSIONS[Role.unit_liaison] |= _EVALUATIONS
 
 # Roles whose grants reach the holder's own records only (`Scope.owner`), never an org subtree.
 SELF_ONLY_ROLES: frozenset[Role] = frozenset({Role.member, Role.resident})

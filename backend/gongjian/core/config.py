@@ -5,8 +5,9 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,10 +55,36 @@ class Settings(BaseSettings):
     # before it opens to every unit in the street (领办大厅).
     project_claim_window_hours: int = Field(default=72, ge=0)
 
+    # Agreement reminders (agreements/reminders.py): signers of a side that has not signed are
+    # reminded once this long after sending, then once a day; both sides hear of the end of an
+    # active agreement this many days before its last day.
+    signature_reminder_after_hours: int = Field(default=24, ge=1)
+    agreement_expiry_notice_days: int = Field(default=30, ge=1)
+
     load_demo: bool | None = Field(
         default=None, description="Load demo data at start; defaults to on for the embedded database only"
     )
     serve_spa_dir: Path | None = None
+
+    # Files (signed agreement PDFs, signature images): a local folder, or an S3-compatible bucket.
+    storage_backend: Literal["local", "s3"] = "local"
+    storage_dir: Path | None = Field(default=None, description="the local folder; default DATA_DIR/storage")
+    s3_endpoint_url: str | None = Field(default=None, description="e.g. http://minio:9000; unset: AWS")
+    s3_bucket: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str | None = None
+    # Where the public reaches this service: the verification link in a signed PDF's QR code.
+    public_base_url: str = "http://127.0.0.1:8000"
+    # A TrueType CJK font (.ttf, or .ttc: its first face) to embed in signed PDFs instead of the
+    # packaged WenQuanYi Micro Hei, e.g. a licensed 宋体 for official documents.
+    pdf_font_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _storage_configured(self) -> Settings:
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("STORAGE_BACKEND=s3 needs S3_BUCKET")
+        return self
 
     @property
     def embedded(self) -> bool:

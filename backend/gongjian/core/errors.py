@@ -198,6 +198,103 @@ ERRORS: dict[str, ErrorSpec] = {
         "释放的数量超过已承诺的数量（{committed}{unit}）",
         "Cannot release more than is committed ({committed} {unit})",
     ),
+    # co-building agreements
+    "invalid_term": ErrorSpec(
+        422, "协议期限的结束日期不能早于开始日期", "The term cannot end before it starts"
+    ),
+    "invalid_placeholder": ErrorSpec(
+        422,
+        "条款中有无法识别的占位符“{placeholder}”（可用：{allowed}）",
+        "Unknown placeholder {placeholder} in a clause (known: {allowed})",
+    ),
+    "unit_not_in_street": ErrorSpec(
+        422,
+        "所选驻区单位不存在，或不在该社区所在的街道",
+        "The resident unit does not exist or is not in the community's street",
+    ),
+    "template_inactive": ErrorSpec(409, "该协议模板已停用", "The agreement template is no longer active"),
+    "agreement_frozen": ErrorSpec(
+        409,
+        "协议已发出签署或已生效，内容不能再修改；如需变更，请在生效后发起变更（新版本）",
+        "The agreement is sent or in force and cannot be edited; change it by an amendment once active",
+    ),
+    "agreement_version_open": ErrorSpec(
+        409,
+        "该协议已有一个正在起草或签署中的版本",
+        "This agreement already has a version being drafted or signed",
+    ),
+    "content_hash_mismatch": ErrorSpec(
+        409,
+        "您查看的协议内容与当前待签署的版本不一致（已被修改或被新版本取代），请重新查看后再签署",
+        "The content you viewed is not the version awaiting signature (changed or superseded); "
+        "review it again before signing",
+    ),
+    "already_signed": ErrorSpec(409, "该方已签署此协议", "This side has already signed the agreement"),
+    "not_authorized_signer": ErrorSpec(
+        403,
+        "只有社区党组织管理员（甲方）或该单位联络员（乙方）可以代表该方签署或处理此协议",
+        "Only the community's org admin (party A) or the unit's liaison (party B) acts for that side",
+    ),
+    "signing_side_required": ErrorSpec(
+        422, "您可代表双方签署，请指明签署方（side）", "You may act for both sides: say which (side)"
+    ),
+    "reauthentication_failed": ErrorSpec(
+        403,
+        "身份确认失败：密码或验证码不正确，或验证码已失效",
+        "Re-authentication failed: wrong password, or the code is wrong, used or expired",
+    ),
+    "invalid_signature_image": ErrorSpec(
+        422,
+        "手写签名须为不超过{max_kb}KB的PNG或JPEG图片",
+        "The handwritten signature must be a PNG or JPEG image of at most {max_kb} KB",
+    ),
+    "document_not_ready": ErrorSpec(
+        409,
+        "该协议版本尚未经双方签署生效，还没有签署文本",
+        "This version has not been signed by both sides: there is no signed document yet",
+    ),
+    "document_unavailable": ErrorSpec(
+        503, "签署文本暂时无法读取，请稍后重试", "The signed document cannot be read right now; retry later"
+    ),
+    # two-way evaluation (双向评议) and standings
+    "evaluation_window_not_open": ErrorSpec(
+        409, "本次评议尚未开始，开始时间为{opens_at}", "The evaluation window opens only at {opens_at}"
+    ),
+    "evaluation_window_closed": ErrorSpec(
+        409, "本次评议已于{closes_at}结束，不能再提交", "The evaluation window closed at {closes_at}"
+    ),
+    "evaluation_already_submitted": ErrorSpec(
+        409, "该方已提交过本次评议，不能重复提交", "This side has already submitted its evaluation"
+    ),
+    "evaluation_not_rater": ErrorSpec(
+        403,
+        "只有本社区的党组织管理员或专干（评议驻区单位）、该单位的联络员（评议社区）可以提交评议",
+        "Only the community's org admin or staff (rating the unit) or the unit's liaison (rating the "
+        "community) may submit",
+    ),
+    "evaluation_side_required": ErrorSpec(
+        422, "您可代表双方评议，请指明评议方（side）", "You may rate for both sides: say which (side)"
+    ),
+    "invalid_scores": ErrorSpec(
+        422,
+        "评分须覆盖评议细则的每一项，且每项在 0 到该项满分之间",
+        "Scores must cover every rubric item, each between 0 and the item's maximum",
+    ),
+    "evaluation_window_exists": ErrorSpec(
+        409, "该协议{year}年度的评议已开启", "The agreement's evaluation for {year} is already open"
+    ),
+    "agreement_not_in_force": ErrorSpec(
+        409, "该协议在{year}年度内未生效，不能开启评议", "The agreement was not in force during {year}"
+    ),
+    "evaluation_window_started": ErrorSpec(
+        409,
+        "已有一方提交评议，开始时间不能再修改",
+        "A side has already submitted: the opening time cannot change",
+    ),
+    "invalid_rubric_org": ErrorSpec(
+        422, "评议细则只能由县级或街道党组织设定", "Rubrics are set by a county or street organization"
+    ),
+    "not_a_street": ErrorSpec(422, "所选组织不是街道党组织", "The organization is not a street"),
     # list imports
     "invalid_import_file": ErrorSpec(
         422,
@@ -227,9 +324,14 @@ OBJECT_NAMES: dict[str, tuple[str, str]] = {
     "project_need": ("项目关联需求", "Project need"),
     "meeting": ("会议", "Meeting"),
     "agenda_item": ("会议议题", "Agenda item"),
+    "notification": ("通知", "Notification"),
     "resource": ("资源", "Resource"),
     "need": ("需求", "Need"),
     "list_import": ("导入任务", "Import"),
+    "agreement": ("共建协议", "Agreement"),
+    "agreement_template": ("协议模板", "Agreement template"),
+    "evaluation_window": ("评议", "Evaluation window"),
+    "evaluation_rubric": ("评议细则", "Evaluation rubric"),
     "object": ("对象", "Object"),
 }
 

@@ -44,6 +44,7 @@ import sqlalchemy as sa
 from procrastinate.exceptions import AlreadyEnqueued, TaskNotFound
 from procrastinate.jobs import DEFAULT_QUEUE, Status
 from procrastinate.manager import QUEUEING_LOCK_CONSTRAINT
+from procrastinate.periodic import PeriodicRegistry
 from procrastinate.retry import RetryValue
 from procrastinate.tasks import Task
 from sqlalchemy.engine import URL, make_url
@@ -336,23 +337,32 @@ async def run_until_empty(
 ) -> None:
     """Run `workers` workers until no job is due (jobs retried later or locked out remain).
 
-    For tests and one-off runs: deterministic, nothing left running afterwards."""
+    For tests and one-off runs: deterministic, nothing left running afterwards, and only the jobs
+    enqueued: no periodic task is deferred (a worker would defer one whose time passed minutes ago)."""
     queue_list = list(queues) if queues else None
     options: dict[str, Any] = {"concurrency": concurrency, "queues": queue_list}
     async with connected(url, pool_size=_pool_size(concurrency, workers)) as queue:
-        for _ in range(max_rounds):
-            await asyncio.gather(*(
-                queue.run_worker_async(
-                    name=f"drain-{n}", wait=False, listen_notify=False, install_signal_handlers=False,
-                    **options,
-                )
-                for n in range(workers)
-            ))
-            # A worker stops at the first empty fetch: a job retried meanwhile, or one waiting
-            # for a lock another job held, may still be due.
-            due = await queue.connector.execute_query_one_async(_DUE, queues=queue_list)
-            if not due["due"]:
-                return
+        schedule, queue.periodic_registry = queue.periodic_registry, PeriodicRegistry()  # type: ignore[no-untyped-call]
+        try:
+            await _drain(queue, workers, options, max_rounds)
+        finally:
+            queue.periodic_registry = schedule
+
+
+async def _drain(queue: procrastinate.App, workers: int, options: dict[str, Any], max_rounds: int) -> None:
+    for _ in range(max_rounds):
+        await asyncio.gather(*(
+            queue.run_worker_async(
+                name=f"drain-{n}", wait=False, listen_notify=False, install_signal_handlers=False,
+                **options,
+            )
+            for n in range(workers)
+        ))
+        # A worker stops at the first empty fetch: a job retried meanwhile, or one waiting
+        # for a lock another job held, may still be due.
+        due = await queue.connector.execute_query_one_async(_DUE, queues=options["queues"])
+        if not due["due"]:
+            return
     raise RuntimeError(f"jobs still due after {max_rounds} rounds")
 
 

@@ -30,9 +30,9 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, aliased, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
+from gongjian.agreements.models import Agreement, active_agreement_units
 from gongjian.core.access import Scope
 from gongjian.core.db import Base, IdMixin, TimestampMixin, VersionedMixin
-from gongjian.members.models import Reporting, ReportingKind, ReportingState
 from gongjian.organizations.models import Organization, OrgLevel
 from gongjian.resident_units.models import ResidentUnit
 
@@ -65,19 +65,10 @@ def _in(column: str, enum: type[StrEnum]) -> str:
 
 
 def paired_units(community_id: Any) -> Select[Any]:
-    """The units with first claim on the projects of `community_id` (a column or a value).
-
-    Pairing is meant to be an ACTIVE co-building agreement (共建协议) between the unit and the
-    community. Agreements come with a later issue; until then a unit counts as paired when its
-    unit-kind 双报到 reporting to the community is accepted and not deregistered. Replace this one
-    function when agreements land; the hall and the claim rules only call it.
-    """
-    return select(Reporting.resident_unit_id).where(
-        Reporting.kind == ReportingKind.unit,
-        Reporting.community_id == community_id,
-        Reporting.state == ReportingState.accepted,
-        Reporting.deregistered_at.is_(None),
-    )
+    """The units with first claim on the projects of `community_id` (a column or a value): those
+    holding an ACTIVE co-building agreement (共建协议) with the community. The hall and the claim
+    rules only call this (and match its `Agreement.unit_id`)."""
+    return active_agreement_units(community_id)
 
 
 def in_project_street(unit_ids: frozenset[uuid.UUID]) -> ColumnElement[bool]:
@@ -96,7 +87,7 @@ def in_project_street(unit_ids: frozenset[uuid.UUID]) -> ColumnElement[bool]:
 def open_in_hall(unit_ids: frozenset[uuid.UUID]) -> ColumnElement[bool]:
     """Projects one of the units may claim now: unclaimed, and the unit is paired with the
     community or the claim window has passed and the unit is in the project's street."""
-    paired = exists(paired_units(Project.org_id).where(Reporting.resident_unit_id.in_(sorted(unit_ids))))
+    paired = exists(paired_units(Project.org_id).where(Agreement.unit_id.in_(sorted(unit_ids))))
     street_open = (Project.street_opens_at <= func.now()) & in_project_street(unit_ids)
     return Project.state.in_(CLAIMABLE_STATES) & Project.lead_unit_id.is_(None) & or_(paired, street_open)
 

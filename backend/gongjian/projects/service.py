@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, delete, exists, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gongjian.agreements.models import Agreement
 from gongjian.auth.models import User
 from gongjian.core import audit
 from gongjian.core.access import (
@@ -38,7 +39,6 @@ from gongjian.core.errors import ProblemError, illegal_transition, not_found
 from gongjian.lists import service as lists
 from gongjian.lists.models import Need, NeedState, Resource
 from gongjian.meetings.models import Decision, DecisionOutcome, Meeting
-from gongjian.members.models import Reporting
 from gongjian.organizations.models import Organization, OrgLevel
 from gongjian.projects.models import (
     CLAIMABLE_STATES,
@@ -930,7 +930,7 @@ def _check_claimable(project: Project) -> None:
 async def claim_method_for(session: AsyncSession, project: Project, unit_id: uuid.UUID) -> ClaimMethod:
     """How `unit_id` may claim the project now: paired (first claim), hall (open to the street), or
     409 `claim_not_open` while only paired units may."""
-    paired = exists(paired_units(project.org_id).where(Reporting.resident_unit_id == unit_id))
+    paired = exists(paired_units(project.org_id).where(Agreement.unit_id == unit_id))
     if (await session.execute(select(paired))).scalar():
         return ClaimMethod.paired
     street_open = select(
@@ -952,7 +952,7 @@ async def _check_claim_reach(session: AsyncSession, project_id: uuid.UUID, unit_
     Wider than what the unit sees (`liaison_reach`), which hides a project once another unit has
     claimed it: the unit that lost a race, or clicked a stale hall, learns "already claimed" (409)."""
     units = frozenset({unit_id})
-    paired = exists(paired_units(Project.org_id).where(Reporting.resident_unit_id == unit_id))
+    paired = exists(paired_units(Project.org_id).where(Agreement.unit_id == unit_id))
     reach = or_(liaison_reach(units), paired, in_project_street(units))
     if (await session.execute(select(Project.id).where(Project.id == project_id, reach))).first() is None:
         raise not_found("project")

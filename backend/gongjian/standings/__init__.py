@@ -1,0 +1,1 @@
+"""Unit and community standings, computed from the records (agreements, projects, reportings, evaluations)."""
